@@ -1,0 +1,99 @@
+"""Every exception and warning trackpoint raises.
+
+A message says what happened, where (file, key, object path) and what to do; the facts
+are also kept as attributes so that programs need not parse text.
+
+```
+TrackpointError(Exception)
+├── CheckpointNotFoundError     (+FileNotFoundError)  no checkpoint where one was named
+├── IncompleteCheckpointError   (+FileNotFoundError)  a file of the checkpoint is missing
+├── CorruptCheckpointError      (+ValueError)   magic, footer, block/tensor crc, offsets
+├── UnsupportedCheckpointError  (+ValueError)   newer version, resource/variant dtype
+├── InvalidValueError           (+ValueError)   a bad argument: duplicate key, wrong buffer
+├── KeyNotFoundError            (+KeyError)     no tensor under that key
+└── NotTrackableError           (+TypeError)    a value trackpoint cannot save
+TrackpointWarning(UserWarning)
+```
+
+The builtin mix-ins keep generic handlers (`except FileNotFoundError`, `except ValueError`)
+working.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "CheckpointNotFoundError",
+    "CorruptCheckpointError",
+    "IncompleteCheckpointError",
+    "InvalidValueError",
+    "KeyNotFoundError",
+    "NotTrackableError",
+    "TrackpointError",
+    "TrackpointWarning",
+    "UnsupportedCheckpointError",
+]
+
+
+class TrackpointError(Exception):
+    """Base of every error trackpoint raises.
+
+    Attributes:
+        file: The file the error is about, when there is one.
+        key: The checkpoint key the error is about, when there is one.
+    """
+
+    def __init__(self, message: str, *, file: str | None = None, key: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.file = file
+        self.key = key
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class CheckpointNotFoundError(TrackpointError, FileNotFoundError):
+    """No checkpoint exists at the path given.
+
+    Attributes:
+        candidates: Prefixes of checkpoints found nearby (for the message's suggestion).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        file: str | None = None,
+        key: str | None = None,
+        candidates: tuple[str, ...] = (),
+    ) -> None:
+        super().__init__(message, file=file, key=key)
+        self.candidates = candidates
+
+
+class IncompleteCheckpointError(TrackpointError, FileNotFoundError):
+    """A file that belongs to a checkpoint (a data shard, usually) is missing or too short."""
+
+
+class CorruptCheckpointError(TrackpointError, ValueError):
+    """A checkpoint file's bytes are damaged or inconsistent (checksum, structure, sizes)."""
+
+
+class UnsupportedCheckpointError(TrackpointError, ValueError):
+    """The checkpoint is well-formed but holds something trackpoint cannot decode."""
+
+
+class InvalidValueError(TrackpointError, ValueError):
+    """An argument given to trackpoint is invalid (a duplicate key, a buffer that does not fit)."""
+
+
+class KeyNotFoundError(TrackpointError, KeyError):
+    """The checkpoint has no tensor under the key asked for."""
+
+
+class NotTrackableError(TrackpointError, TypeError):
+    """A value cannot be saved into a checkpoint (unsupported dtype or object)."""
+
+
+class TrackpointWarning(UserWarning):
+    """Base of every warning trackpoint emits."""

@@ -1,0 +1,46 @@
+"""Bytes ⇄ structures: crc32c, varints, the SSTable `.index`, dtypes, TensorBundles, state files.
+
+Knows bytes and files; knows nothing of objects, frameworks or threads.
+"""
+
+from ._bundle import BundleReader as BundleReader
+from ._bundle import BundleWriter as BundleWriter
+from ._bundle import TensorInfo as TensorInfo
+from ._bundle import data_file_name as data_file_name
+from ._bundle import index_file_name as index_file_name
+from ._crc32c import crc32c as crc32c
+from ._crc32c import mask as mask
+from ._crc32c import unmask as unmask
+from ._dtypes import DType as DType
+from ._dtypes import as_dtype as as_dtype
+from ._slices import decode_slice_key as decode_slice_key
+from ._slices import encode_slice_key as encode_slice_key
+from ._sstable import TableBuilder as TableBuilder
+from ._sstable import TableError as TableError
+from ._sstable import TableReader as TableReader
+from ._state_file import CheckpointState as CheckpointState
+from ._state_file import latest_checkpoint as latest_checkpoint
+from ._state_file import read_checkpoint_state as read_checkpoint_state
+from ._state_file import write_checkpoint_state as write_checkpoint_state
+
+__all__ = [
+    "BundleReader",
+    "BundleWriter",
+    "CheckpointState",
+    "DType",
+    "TableBuilder",
+    "TableError",
+    "TableReader",
+    "TensorInfo",
+    "as_dtype",
+    "crc32c",
+    "data_file_name",
+    "decode_slice_key",
+    "encode_slice_key",
+    "index_file_name",
+    "latest_checkpoint",
+    "mask",
+    "read_checkpoint_state",
+    "unmask",
+    "write_checkpoint_state",
+]

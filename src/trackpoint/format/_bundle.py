@@ -1,0 +1,892 @@
+"""TensorBundle files: `PREFIX.index` plus `PREFIX.data-SSSSS-of-NNNNN` (TF format doc §1, §5).
+
+`BundleWriter` streams each value from its own buffer into a data shard (crc32c computed
+on the same buffer, no `tobytes()` copy), then writes the sorted `.index` last, both under
+temporary names renamed into place when the bundle is complete, as TF's BundleWriter does.
+
+`BundleReader` reads and checks the whole `.index` when it opens (no data is read), then
+reads each tensor straight into its destination buffer with `os.preadv`, verifying its
+checksum, reassembling sliced tensors, or hands out zero-copy views of memory-mapped shards.
+
+Knows bytes and files, not objects or frameworks.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import mmap
+import os
+import secrets
+import stat
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, BinaryIO
+
+import numpy as np
+from google.protobuf.message import DecodeError
+
+from ..errors import (
+    CheckpointNotFoundError,
+    CorruptCheckpointError,
+    IncompleteCheckpointError,
+    InvalidValueError,
+    KeyNotFoundError,
+    NotTrackableError,
+    UnsupportedCheckpointError,
+)
+from ._crc32c import crc32c, mask, unmask
+from ._dtypes import (
+    STRING_ENUM,
+    DType,
+    as_dtype,
+    decode_strings,
+    dtype_from_enum,
+    encode_strings,
+    string_elements,
+)
+from ._slices import Extents, encode_slice_key, normalize_extents
+from ._sstable import TableBuilder, TableError, TableReader
+from .protos import tensor_bundle_pb2 as bundle_pb2
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator, Sequence
+    from types import TracebackType
+
+    from numpy.typing import ArrayLike, NDArray
+
+    from .._typing import PathLike
+
+#: The bundle format version TF 2.21 writes and reads (tensor_bundle.h kTensorBundleVersion).
+BUNDLE_VERSION = 1
+HEADER_KEY = b""
+_LITTLE, _BIG = 0, 1
+_MAX_SHARDS = 1 << 20
+_MAX_RANK = 254  # TF's TensorShape limit
+# Linux transfers at most 0x7ffff000 bytes per read/write call.
+_MAX_IO = 0x7FFFF000
+
+
+def data_file_name(prefix: str, shard: int, num_shards: int) -> str:
+    """The name of data shard `shard` of `num_shards`, as TF spells it.
+
+    Example:
+        >>> data_file_name("ckpt-3", 1, 2)
+        'ckpt-3.data-00001-of-00002'
+    """
+    return f"{prefix}.data-{shard:05d}-of-{num_shards:05d}"
+
+
+def index_file_name(prefix: str) -> str:
+    """The name of a bundle's index file.
+
+    Example:
+        >>> index_file_name("ckpt-3")
+        'ckpt-3.index'
+    """
+    return f"{prefix}.index"
+
+
+def _as_bytes_view(array: NDArray[Any]) -> memoryview:
+    """A flat byte view of a C-contiguous array, whatever its dtype (ml_dtypes included)."""
+    return memoryview(array.reshape(-1).view(np.uint8))
+
+
+def _shape_list(shape: Sequence[int]) -> list[int]:
+    return [int(d) for d in shape]
+
+
+# ---------------------------------------------------------------------------------------
+# Writing
+
+
+@dataclass(slots=True)
+class _Shard:
+    final: str
+    temp: str
+    file: BinaryIO
+    size: int = 0
+
+
+class BundleWriter:
+    """Writes one TensorBundle: data shards, then the index.
+
+    Values are written to the data files as they are added; the index is written by
+    `finish()` and renamed into place last, so a bundle whose `.index` exists is complete.
+
+    Args:
+        prefix: The checkpoint prefix (`runs/a/ckpt-3` → `runs/a/ckpt-3.index`, ...).
+        num_shards: How many data files to write. Values go to the shard named in `add`,
+            or else to the one with the fewest bytes so far.
+        durable: fsync every file and the folder before returning from `finish()`.
+
+    Example:
+        >>> import tempfile, numpy as np
+        >>> prefix = tempfile.mkdtemp() + "/ckpt"
+        >>> with BundleWriter(prefix) as writer:
+        ...     writer.add("w", np.arange(3, dtype=np.float32))
+        >>> BundleReader(prefix).get_tensor("w")
+        array([0., 1., 2.], dtype=float32)
+    """
+
+    def __init__(self, prefix: PathLike, *, num_shards: int = 1, durable: bool = False) -> None:
+        if num_shards < 1 or num_shards > _MAX_SHARDS:
+            raise InvalidValueError(f"num_shards must be between 1 and {_MAX_SHARDS}, not {num_shards}")
+        self.prefix = os.fspath(prefix)
+        self.num_shards = num_shards
+        self._durable = durable
+        self._entries: dict[bytes, bundle_pb2.BundleEntryProto] = {}
+        self._sliced: dict[bytes, bundle_pb2.BundleEntryProto] = {}
+        self._shards: list[_Shard] = []
+        self._done = False
+        folder = os.path.dirname(self.prefix)
+        if folder:
+            os.makedirs(folder, exist_ok=True)
+        token = secrets.token_hex(8)
+        try:
+            for shard in range(num_shards):
+                final = data_file_name(self.prefix, shard, num_shards)
+                temp = f"{final}.tempstate{token}"
+                self._shards.append(_Shard(final, temp, open(temp, "wb")))  # noqa: SIM115
+        except BaseException:
+            self.abort()
+            raise
+        self._index_final = index_file_name(self.prefix)
+        self._index_temp = f"{self._index_final}.tempstate{token}"
+
+    def __enter__(self) -> BundleWriter:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc_type is None:
+            self.finish()
+        else:
+            self.abort()
+
+    def _check_key(self, key: str | bytes) -> bytes:
+        raw = key.encode("utf-8") if isinstance(key, str) else bytes(key)
+        if not raw:
+            raise InvalidValueError("the empty key is reserved for the bundle header")
+        if raw.startswith(b"\x00"):
+            raise InvalidValueError(f"keys starting with a NUL byte are reserved: {raw!r}")
+        if raw in self._entries or raw in self._sliced:
+            raise InvalidValueError(f"key {raw.decode('utf-8', 'replace')!r} was added twice")
+        return raw
+
+    def _pick_shard(self, shard: int | None) -> _Shard:
+        if self._done:
+            raise InvalidValueError(f"the bundle '{self.prefix}' is already finished")
+        if shard is None:
+            return min(self._shards, key=lambda s: s.size)
+        if not 0 <= shard < self.num_shards:
+            raise InvalidValueError(f"shard {shard} is out of range for {self.num_shards} shards")
+        return self._shards[shard]
+
+    def _write(self, shard: _Shard, view: memoryview | bytes) -> None:
+        for start in range(0, len(view), _MAX_IO):
+            shard.file.write(view[start : start + _MAX_IO])
+        shard.size += len(view)
+
+    def _write_value(
+        self, entry: bundle_pb2.BundleEntryProto, value: ArrayLike, dtype: DType | str | None, shard: _Shard
+    ) -> None:
+        array = value if isinstance(value, np.ndarray) else np.asarray(value)
+        tf_dtype = as_dtype(array.dtype) if dtype is None else as_dtype(dtype)
+        if tf_dtype.numpy is None:
+            raise NotTrackableError(f"values of dtype {tf_dtype.name} cannot be written")
+        entry.dtype = tf_dtype.enum  # type: ignore[assignment]
+        entry.shape.SetInParent()  # TF always writes the shape, even for scalars
+        for dim in array.shape:
+            entry.shape.dim.add().size = int(dim)
+        entry.shard_id = self._shards.index(shard)
+        entry.offset = shard.size
+        if tf_dtype.is_string:
+            elements = string_elements(array)
+            header, crc = encode_strings(elements)
+            self._write(shard, header)
+            for element in elements:
+                self._write(shard, element)
+            entry.size = len(header) + sum(len(e) for e in elements)
+        else:
+            if array.dtype != tf_dtype.numpy:
+                if array.dtype.kind in "OSU" or array.dtype.itemsize != tf_dtype.numpy.itemsize:
+                    raise NotTrackableError(
+                        f"cannot write a {array.dtype} array as {tf_dtype.name}"
+                    )
+                # Same width (byte order, or an int array written as its quantized twin).
+                array = array.astype(tf_dtype.numpy.newbyteorder("<"), copy=False)
+            if not array.flags.c_contiguous or array.dtype.byteorder == ">":
+                array = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<"))
+            view = _as_bytes_view(array)
+            crc = crc32c(view)
+            self._write(shard, view)
+            entry.size = len(view)
+        entry.crc32c = mask(crc)
+
+    def add(
+        self,
+        key: str | bytes,
+        value: ArrayLike,
+        *,
+        dtype: DType | str | None = None,
+        shard: int | None = None,
+    ) -> None:
+        """Write one tensor.
+
+        Args:
+            key: The tensor's name in the checkpoint.
+            value: An array (any NumPy/ml_dtypes dtype TF knows; object/'S'/'U' arrays of
+                bytes or str are strings). Its buffer is written as it is, without a copy,
+                when it is C-contiguous and little-endian.
+            dtype: Write under another TF dtype of the same width (e.g. "qint8" for int8).
+            shard: Which data file to put it in (default: the smallest so far).
+
+        Raises:
+            InvalidValueError: a duplicate or reserved key, or a bad shard number.
+            NotTrackableError: a dtype TF checkpoints cannot hold.
+        """
+        raw = self._check_key(key)
+        target = self._pick_shard(shard)
+        entry = bundle_pb2.BundleEntryProto()
+        self._write_value(entry, value, dtype, target)
+        self._entries[raw] = entry
+
+    def add_slice(
+        self,
+        key: str,
+        full_shape: Sequence[int],
+        extents: Sequence[tuple[int, int | None]],
+        value: ArrayLike,
+        *,
+        shard: int | None = None,
+    ) -> None:
+        """Write one slice of a partitioned tensor (as TF1 partitioned variables are saved).
+
+        Args:
+            key: The full tensor's name.
+            full_shape: The full tensor's shape.
+            extents: (start, length) per dimension; length None = the whole dimension.
+            value: The slice's values; its shape must match the extents.
+            shard: Which data file to put it in (default: the smallest so far).
+        """
+        raw = key.encode("utf-8")
+        if raw in self._entries or not raw or raw.startswith(b"\x00"):
+            raise InvalidValueError(f"key {key!r} is reserved or was added as a whole tensor")
+        array = np.asarray(value)
+        try:
+            resolved = normalize_extents(extents, _shape_list(full_shape))
+        except ValueError as err:
+            raise InvalidValueError(f"bad slice of {key!r}: {err}") from err
+        if tuple(length for _, length in resolved) != array.shape:
+            raise InvalidValueError(
+                f"slice of {key!r} has shape {list(array.shape)} but its extents say "
+                f"{[length for _, length in resolved]}"
+            )
+        stored = tuple(
+            (start, None if start == 0 and length == dim else length)
+            for (start, length), dim in zip(resolved, full_shape, strict=True)
+        )
+        full = self._sliced.get(raw)
+        if full is None:
+            full = bundle_pb2.BundleEntryProto()
+            full.dtype = as_dtype(array.dtype).enum  # type: ignore[assignment]
+            full.shape.SetInParent()
+            for dim in full_shape:
+                full.shape.dim.add().size = int(dim)
+            self._sliced[raw] = full
+        elif full.dtype != as_dtype(array.dtype).enum:
+            raise InvalidValueError(f"slices of {key!r} have different dtypes")
+        proto_slice = full.slices.add()
+        for start, length in stored:
+            extent = proto_slice.extent.add()
+            extent.start = start
+            if length is not None:
+                extent.length = length
+        entry = bundle_pb2.BundleEntryProto()
+        self._write_value(entry, array, None, self._pick_shard(shard))
+        slice_key = encode_slice_key(key, stored)
+        if slice_key in self._entries:
+            raise InvalidValueError(f"the same slice of {key!r} was added twice")
+        self._entries[slice_key] = entry
+
+    def finish(self) -> None:
+        """Close the data files, write the index and move everything into place."""
+        if self._done:
+            return
+        self._done = True
+        try:
+            for shard in self._shards:
+                if self._durable:
+                    shard.file.flush()
+                    os.fsync(shard.file.fileno())
+                shard.file.close()
+            header = bundle_pb2.BundleHeaderProto(num_shards=self.num_shards)
+            header.version.producer = BUNDLE_VERSION
+            entries = {**self._entries, **self._sliced}
+            with open(self._index_temp, "wb") as out:
+                table = TableBuilder(out)
+                table.add(HEADER_KEY, header.SerializeToString())
+                for key in sorted(entries):
+                    table.add(key, entries[key].SerializeToString())
+                table.finish()
+                if self._durable:
+                    out.flush()
+                    os.fsync(out.fileno())
+            # Data first, index last: a bundle whose .index exists is complete.
+            for shard in self._shards:
+                os.replace(shard.temp, shard.final)
+            os.replace(self._index_temp, self._index_final)
+            if self._durable:
+                _fsync_dir(os.path.dirname(self.prefix) or ".")
+        except BaseException:
+            self.abort()
+            raise
+
+    def abort(self) -> None:
+        """Close and delete the temporary files of an unfinished bundle."""
+        self._done = True
+        for shard in self._shards:
+            shard.file.close()
+        for path in [s.temp for s in self._shards] + [getattr(self, "_index_temp", "")]:
+            if path:
+                try:
+                    os.unlink(path)
+                except FileNotFoundError:
+                    pass
+
+
+def _fsync_dir(folder: str) -> None:
+    fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+# ---------------------------------------------------------------------------------------
+# Reading
+
+
+@dataclass(frozen=True, slots=True)
+class TensorInfo:
+    """What the index says about one (visible) tensor.
+
+    Attributes:
+        key: The tensor's name.
+        dtype: Its TF dtype.
+        shape: Its full shape.
+        size: Bytes it occupies in the data files (all slices together).
+        shard: The data shard it is in (-1 for sliced tensors spread over slices).
+        sliced: True when stored as several slices.
+    """
+
+    key: str
+    dtype: DType
+    shape: tuple[int, ...]
+    size: int
+    shard: int
+    sliced: bool
+
+
+@dataclass(slots=True)
+class _Entry:
+    key: str
+    dtype: DType
+    shape: tuple[int, ...]
+    shard: int
+    offset: int
+    size: int
+    crc: int
+    slices: list[tuple[Extents, _Entry]] = field(default_factory=list)
+    problem: str | None = None  # why this entry cannot be read, found at open
+
+    @property
+    def numel(self) -> int:
+        return math.prod(self.shape)
+
+
+def _regular_file_size(path: str) -> int | None:
+    """The size of `path` if it is a regular file, None if it does not exist."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    if not stat.S_ISREG(st.st_mode):
+        raise CorruptCheckpointError(
+            f"'{path}' is not a regular file; a checkpoint file must be one", file=path
+        )
+    return st.st_size
+
+
+class BundleReader:
+    """Reads a TensorBundle written by TensorFlow or trackpoint.
+
+    Opening reads and checks the whole `.index` file; no data is read until a tensor is
+    asked for. Data shards are opened on first use.
+
+    Args:
+        prefix: The checkpoint prefix (the `.index` file's path without `.index`).
+        verify_checksums: Check each tensor's crc32c when it is read (on by default).
+        mmap: Return read-only zero-copy views of memory-mapped data files from
+            `get_tensor` (local files only; numeric dtypes).
+
+    Raises:
+        CheckpointNotFoundError: there is no `.index` file for `prefix`.
+        CorruptCheckpointError: the index is malformed or fails its checksums.
+        UnsupportedCheckpointError: the bundle needs a newer reader.
+    """
+
+    def __init__(
+        self, prefix: PathLike, *, verify_checksums: bool = True, mmap: bool = False
+    ) -> None:
+        self.prefix = os.fspath(prefix)
+        self.index_path = index_file_name(self.prefix)
+        self.verify_checksums = verify_checksums
+        self._use_mmap = mmap
+        self._fds: dict[int, int] = {}
+        self._shard_sizes: dict[int, int] = {}
+        self._maps: dict[int, mmap.mmap | None] = {}
+        size = _regular_file_size(self.index_path)
+        if size is None:
+            raise CheckpointNotFoundError(
+                f"no checkpoint at '{self.prefix}': '{os.path.basename(self.index_path)}' is missing",
+                file=self.index_path,
+            )
+        with open(self.index_path, "rb") as f:
+            data = f.read()
+        try:
+            table = TableReader(data)
+        except TableError as err:
+            raise CorruptCheckpointError(
+                f"'{self.index_path}' is not a readable checkpoint index: {err}; the file is "
+                "damaged or is not a TensorFlow checkpoint",
+                file=self.index_path,
+            ) from err
+        self.big_endian = False
+        self.num_shards = 0
+        self._entries: dict[str, _Entry] = {}
+        self._parse(table)
+
+    # -- opening --------------------------------------------------------------------
+
+    def _corrupt(self, message: str, key: str | None = None) -> CorruptCheckpointError:
+        return CorruptCheckpointError(
+            f"'{self.index_path}': {message}", file=self.index_path, key=key
+        )
+
+    def _parse(self, table: TableReader) -> None:
+        items = table.items()
+        first = next(items, None)
+        if first is None or first[0] != HEADER_KEY:
+            raise self._corrupt("the first entry is not the bundle header; the file is damaged")
+        header = bundle_pb2.BundleHeaderProto()
+        try:
+            header.ParseFromString(first[1])
+        except DecodeError as err:
+            raise self._corrupt(f"the bundle header does not parse ({err})") from err
+        version = header.version
+        if version.min_consumer > BUNDLE_VERSION or BUNDLE_VERSION in version.bad_consumers:
+            raise UnsupportedCheckpointError(
+                f"'{self.index_path}' needs a reader of bundle version {version.min_consumer} "
+                f"or newer (trackpoint reads version {BUNDLE_VERSION}); it was written by a "
+                "newer TensorFlow",
+                file=self.index_path,
+            )
+        if not 1 <= header.num_shards <= _MAX_SHARDS:
+            raise self._corrupt(f"the header declares {header.num_shards} data shards")
+        if header.endianness not in (_LITTLE, _BIG):
+            raise self._corrupt(f"unknown endianness {header.endianness} in the header")
+        self.num_shards = header.num_shards
+        self.big_endian = header.endianness == _BIG
+        slice_entries: dict[bytes, bundle_pb2.BundleEntryProto] = {}
+        for raw_key, value in items:
+            proto = bundle_pb2.BundleEntryProto()
+            try:
+                proto.ParseFromString(value)
+            except DecodeError as err:
+                raise self._corrupt(
+                    f"the entry of {raw_key!r} does not parse ({err})", key=repr(raw_key)
+                ) from err
+            if raw_key.startswith(b"\x00"):
+                slice_entries[raw_key] = proto
+                continue
+            try:
+                key = raw_key.decode("utf-8")
+            except UnicodeDecodeError:
+                key = raw_key.decode("utf-8", "backslashreplace")
+            self._entries[key] = self._make_entry(key, proto)
+        for entry_key, entry in self._entries.items():
+            if entry.slices:
+                self._attach_slices(entry_key, entry, slice_entries)
+
+    def _make_entry(self, key: str, proto: bundle_pb2.BundleEntryProto) -> _Entry:
+        dtype = dtype_from_enum(int(proto.dtype))
+        problem = None
+        if dtype is None:
+            raise UnsupportedCheckpointError(
+                f"tensor '{key}' in '{self.index_path}' has unknown dtype number {proto.dtype}; "
+                "it was written by a newer TensorFlow than trackpoint knows",
+                file=self.index_path,
+                key=key,
+            )
+        if proto.shape.unknown_rank or len(proto.shape.dim) > _MAX_RANK:
+            raise self._corrupt(f"tensor '{key}' has an invalid shape", key=key)
+        shape = tuple(int(d.size) for d in proto.shape.dim)
+        if any(d < 0 for d in shape):
+            raise self._corrupt(f"tensor '{key}' has a negative dimension {list(shape)}", key=key)
+        if not 0 <= proto.shard_id < self.num_shards:
+            raise self._corrupt(
+                f"tensor '{key}' is in shard {proto.shard_id} but the bundle has "
+                f"{self.num_shards} shards",
+                key=key,
+            )
+        if proto.offset < 0 or proto.size < 0:
+            raise self._corrupt(f"tensor '{key}' has a negative offset or size", key=key)
+        entry = _Entry(
+            key, dtype, shape, proto.shard_id, proto.offset, proto.size, unmask(proto.crc32c)
+        )
+        itemsize = dtype.itemsize
+        if proto.slices:
+            entry.slices = []  # filled by _attach_slices
+            for proto_slice in proto.slices:
+                extents = tuple(
+                    (e.start, e.length if e.HasField("length") else None) for e in proto_slice.extent
+                )
+                try:
+                    normalize_extents(extents, shape)
+                except ValueError as err:
+                    raise self._corrupt(f"tensor '{key}' has a bad slice: {err}", key=key) from err
+                # The slice's own entry is looked up by _attach_slices once all are parsed.
+                entry.slices.append((extents, entry))
+        elif itemsize is not None and entry.numel * itemsize != entry.size:
+            problem = (
+                f"its shape {list(shape)} of {dtype.name} needs {entry.numel * itemsize} bytes "
+                f"but the index says it has {entry.size}"
+            )
+        elif dtype.is_string and entry.size < 4 + entry.numel:
+            problem = (
+                f"its {entry.numel} strings cannot fit in the {entry.size} bytes the index "
+                "gives it"
+            )
+        entry.problem = problem
+        return entry
+
+    def _attach_slices(
+        self,
+        key: str,
+        entry: _Entry,
+        slice_entries: dict[bytes, bundle_pb2.BundleEntryProto],
+    ) -> None:
+        attached: list[tuple[Extents, _Entry]] = []
+        for extents, _ in entry.slices:
+            slice_key = encode_slice_key(key, extents)
+            proto = slice_entries.get(slice_key)
+            if proto is None:
+                entry.problem = f"its slice {_format_extents(extents)} has no entry in the index"
+                attached.append((extents, entry))
+                continue
+            part = self._make_entry(f"{key}{_format_extents(extents)}", proto)
+            resolved = normalize_extents(extents, entry.shape)
+            if part.shape != tuple(length for _, length in resolved) or part.dtype != entry.dtype:
+                raise self._corrupt(
+                    f"slice {_format_extents(extents)} of '{key}' has shape {list(part.shape)} "
+                    f"and dtype {part.dtype.name}, not what its extents say",
+                    key=key,
+                )
+            attached.append((resolved, part))
+        entry.slices = attached
+        entry.size = sum(part.size for _, part in attached if part is not entry)
+
+    # -- listing ----------------------------------------------------------------------
+
+    def keys(self) -> list[str]:
+        """All visible keys (hidden slice keys excluded), sorted as in the index."""
+        return list(self._entries)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._entries
+
+    def info(self, key: str) -> TensorInfo:
+        """What the index says about `key` (no data is read)."""
+        entry = self._entry(key)
+        return TensorInfo(
+            key, entry.dtype, entry.shape, entry.size, -1 if entry.slices else entry.shard,
+            bool(entry.slices),
+        )
+
+    def infos(self) -> Iterator[TensorInfo]:
+        """`info` of every visible key, in key order."""
+        for key in self._entries:
+            yield self.info(key)
+
+    def _entry(self, key: str) -> _Entry:
+        entry = self._entries.get(key)
+        if entry is None:
+            close = difflib.get_close_matches(key, self._entries, n=3)
+            hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else (
+                "; `trackpoint inspect` lists the keys it has"
+            )
+            raise KeyNotFoundError(
+                f"key '{key}' not found in checkpoint '{self.prefix}'{hint}",
+                file=self.index_path,
+                key=key,
+            )
+        return entry
+
+    # -- data files ---------------------------------------------------------------------
+
+    def data_path(self, shard: int) -> str:
+        """The path of data shard `shard`."""
+        return data_file_name(self.prefix, shard, self.num_shards)
+
+    def _fd(self, shard: int) -> tuple[int, int]:
+        fd = self._fds.get(shard)
+        if fd is None:
+            path = self.data_path(shard)
+            size = _regular_file_size(path)
+            if size is None:
+                base = os.path.basename(self.prefix)
+                raise IncompleteCheckpointError(
+                    f"'{os.path.basename(path)}' is missing from '{os.path.dirname(path) or '.'}'; "
+                    f"all files that start with '{base}.' must stay together (the checkpoint "
+                    f"has {self.num_shards} data file{'s' if self.num_shards > 1 else ''})",
+                    file=path,
+                )
+            fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+            self._fds[shard] = fd
+            self._shard_sizes[shard] = size
+        return fd, self._shard_sizes[shard]
+
+    def _check_range(self, entry: _Entry) -> int:
+        """Open the entry's shard and check its bytes lie inside it; return the fd."""
+        if entry.problem is not None:
+            raise CorruptCheckpointError(
+                f"tensor '{entry.key}' in '{self.index_path}' cannot be read: {entry.problem}",
+                file=self.index_path,
+                key=entry.key,
+            )
+        fd, size = self._fd(entry.shard)
+        if entry.offset + entry.size > size:
+            path = self.data_path(entry.shard)
+            raise CorruptCheckpointError(
+                f"tensor '{entry.key}' needs bytes {entry.offset}..{entry.offset + entry.size} of "
+                f"'{path}', which has only {size} bytes: the data file is truncated (copy it "
+                "again from where the checkpoint was written) or the index is damaged",
+                file=path,
+                key=entry.key,
+            )
+        return fd
+
+    def _pread_into(self, fd: int, view: memoryview, offset: int, entry: _Entry) -> None:
+        done = 0
+        while done < len(view):
+            n = os.preadv(fd, [view[done : done + _MAX_IO]], offset + done)
+            if n == 0:
+                path = self.data_path(entry.shard)
+                raise CorruptCheckpointError(
+                    f"'{path}' ended while reading tensor '{entry.key}'; the file was truncated",
+                    file=path,
+                    key=entry.key,
+                )
+            done += n
+
+    def _checksum_error(self, entry: _Entry, computed: int) -> CorruptCheckpointError:
+        path = self.data_path(entry.shard)
+        return CorruptCheckpointError(
+            f"tensor '{entry.key}' in '{os.path.basename(path)}' failed its checksum (stored "
+            f"0x{entry.crc:08x}, computed 0x{computed:08x}); the file is damaged: restore an "
+            "earlier checkpoint or copy this one again",
+            file=path,
+            key=entry.key,
+        )
+
+    def _require_decodable(self, entry: _Entry) -> None:
+        if entry.dtype.numpy is None:
+            raise UnsupportedCheckpointError(
+                f"tensor '{entry.key}' has dtype {entry.dtype.name}, which trackpoint lists but "
+                "cannot decode (it holds TensorFlow runtime state such as a tf.data iterator); "
+                "skip this key",
+                file=self.index_path,
+                key=entry.key,
+            )
+
+    # -- reading ------------------------------------------------------------------------
+
+    def get_tensor(self, key: str) -> NDArray[Any]:
+        """Read one tensor.
+
+        Returns:
+            A NumPy array (strings: an object array of `bytes`). With `mmap=True`, numeric
+            tensors are read-only views of the mapped data file.
+
+        Raises:
+            KeyNotFoundError: no such key.
+            IncompleteCheckpointError: its data file is missing.
+            CorruptCheckpointError: its bytes fail their checksum or lie outside the file.
+            UnsupportedCheckpointError: its dtype cannot be decoded (variant, resource).
+        """
+        entry = self._entry(key)
+        self._require_decodable(entry)
+        if entry.slices:
+            return self._read_sliced(entry)
+        if entry.dtype.is_string:
+            return self._read_strings(entry)
+        if self._use_mmap:
+            return self._map_view(entry)
+        assert entry.dtype.numpy is not None  # noqa: S101 - checked by _require_decodable
+        out = np.empty(entry.shape, entry.dtype.numpy)
+        self._read_numeric_into(entry, out)
+        return out
+
+    def read_into(self, key: str, out: NDArray[Any]) -> None:
+        """Read tensor `key` into the caller's array `out`, without another buffer.
+
+        `out` must be writeable, C-contiguous and of the tensor's shape and dtype.
+
+        Raises:
+            InvalidValueError: `out` does not fit the tensor.
+            (and as `get_tensor`)
+        """
+        entry = self._entry(key)
+        self._require_decodable(entry)
+        if entry.dtype.is_string:
+            raise InvalidValueError(f"tensor '{key}' holds strings; use get_tensor for it")
+        if tuple(out.shape) != entry.shape or out.dtype != entry.dtype.numpy:
+            raise InvalidValueError(
+                f"tensor '{key}' is {entry.dtype.name} {list(entry.shape)} but the buffer is "
+                f"{out.dtype} {list(out.shape)}"
+            )
+        if not (out.flags.c_contiguous and out.flags.writeable):
+            raise InvalidValueError(
+                f"the buffer for tensor '{key}' must be writeable and C-contiguous"
+            )
+        if entry.slices:
+            out[...] = self._read_sliced(entry)
+            return
+        self._read_numeric_into(entry, out)
+
+    def _read_numeric_into(self, entry: _Entry, out: NDArray[Any]) -> None:
+        fd = self._check_range(entry)
+        view = _as_bytes_view(out)
+        self._pread_into(fd, view, entry.offset, entry)
+        if self.verify_checksums:
+            computed = crc32c(view)
+            if computed != entry.crc:
+                raise self._checksum_error(entry, computed)
+        if self.big_endian:
+            out.byteswap(inplace=True)
+
+    def _map_view(self, entry: _Entry) -> NDArray[Any]:
+        self._check_range(entry)
+        assert entry.dtype.numpy is not None  # noqa: S101 - checked by _require_decodable
+        if entry.size == 0:
+            return np.empty(entry.shape, entry.dtype.numpy)
+        mapped = self._maps.get(entry.shard)
+        if mapped is None:
+            mapped = mmap.mmap(self._fds[entry.shard], 0, access=mmap.ACCESS_READ)
+            self._maps[entry.shard] = mapped
+        view = memoryview(mapped)[entry.offset : entry.offset + entry.size]
+        if self.verify_checksums:
+            computed = crc32c(view)
+            if computed != entry.crc:
+                raise self._checksum_error(entry, computed)
+        dtype = entry.dtype.numpy.newbyteorder(">") if self.big_endian else entry.dtype.numpy
+        return np.frombuffer(view, dtype=dtype).reshape(entry.shape)
+
+    def _read_strings(self, entry: _Entry) -> NDArray[Any]:
+        fd = self._check_range(entry)
+        buf = bytearray(entry.size)  # bounded: the range check proved the file holds it
+        self._pread_into(fd, memoryview(buf), entry.offset, entry)
+        elements, computed = decode_strings(
+            buf,
+            entry.numel,
+            big_endian=self.big_endian,
+            where=f"'{entry.key}'",
+            key=entry.key,
+            file=self.data_path(entry.shard),
+        )
+        if self.verify_checksums and computed != entry.crc:
+            raise self._checksum_error(entry, computed)
+        out = np.empty(len(elements), dtype=object)
+        out[:] = elements
+        return out.reshape(entry.shape)
+
+    def _read_sliced(self, entry: _Entry) -> NDArray[Any]:
+        if entry.problem is not None:
+            self._check_range(entry)  # raises with the problem
+        assert entry.dtype.numpy is not None  # noqa: S101 - checked by _require_decodable
+        out = np.empty(entry.shape, entry.dtype.numpy)
+        covered = np.zeros(entry.shape, dtype=bool) if entry.numel else None
+        for extents, part in entry.slices:
+            index = tuple(slice(start, start + (length or 0)) for start, length in extents)
+            out[index] = self._read_strings(part) if part.dtype.is_string else self._read_part(part)
+            if covered is not None:
+                covered[index] = True
+        if covered is not None and not covered.all():
+            raise CorruptCheckpointError(
+                f"the stored slices of tensor '{entry.key}' do not cover its shape "
+                f"{list(entry.shape)}; the checkpoint is incomplete",
+                file=self.index_path,
+                key=entry.key,
+            )
+        return out
+
+    def _read_part(self, part: _Entry) -> NDArray[Any]:
+        assert part.dtype.numpy is not None  # noqa: S101 - same dtype as the full entry
+        out = np.empty(part.shape, part.dtype.numpy)
+        self._read_numeric_into(part, out)
+        return out
+
+    def verify(self) -> Iterator[tuple[str, Exception | None]]:
+        """Read every tensor and check its checksum; yield (key, error or None) for each."""
+        for key in self._entries:
+            entry = self._entries[key]
+            if entry.dtype.numpy is None:
+                yield key, None  # listed but undecodable: nothing to check it against
+                continue
+            try:
+                self.get_tensor(key)
+            except (CorruptCheckpointError, IncompleteCheckpointError) as err:
+                yield key, err
+            else:
+                yield key, None
+
+    # -- lifetime -----------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close the data files (views from `mmap=True` stay valid until collected)."""
+        for mapped in self._maps.values():
+            if mapped is not None:
+                try:
+                    mapped.close()
+                except BufferError:
+                    pass  # views still alive keep the mapping; it closes when they go
+        self._maps.clear()
+        for fd in self._fds.values():
+            os.close(fd)
+        self._fds.clear()
+
+    def __enter__(self) -> BundleReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        # Best effort: file descriptors of a reader that was never closed.
+        try:
+            for fd in getattr(self, "_fds", {}).values():
+                os.close(fd)
+        except OSError:
+            pass
+
+
+def _format_extents(extents: Extents) -> str:
+    parts = []
+    for start, length in extents:
+        parts.append(":" if length is None else f"{start}:{start + length}")
+    return "[" + ", ".join(parts) + "]"

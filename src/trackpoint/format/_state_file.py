@@ -1,0 +1,207 @@
+"""The `checkpoint` state file: a text-format `CheckpointState` naming a folder's latest checkpoint.
+
+Reading follows TF (relative paths are joined to the file's folder) with one repair TF
+lacks: when an absolute path no longer exists but a checkpoint of the same name sits beside
+the state file, the folder was moved or copied, and that one is used (TF format doc §1.3).
+Unlike TF, a state file that cannot be parsed is an error, never "no checkpoint".
+
+Writing follows TF's layout (the same text format, relative paths for checkpoints in the
+same folder) via a temporary file renamed over the old one.
+
+Knows files and paths, not tensors.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from google.protobuf import text_format
+
+from ..errors import CorruptCheckpointError
+from .protos import checkpoint_state_pb2
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from .._typing import PathLike
+
+STATE_FILENAME = "checkpoint"
+# A state file lists a few prefixes; anything this large is not one.
+_MAX_STATE_BYTES = 64 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class CheckpointState:
+    """A parsed `checkpoint` file, with every path resolved as trackpoint would open it.
+
+    Attributes:
+        model_checkpoint_path: The latest checkpoint's prefix.
+        all_model_checkpoint_paths: Prefixes still kept, oldest first (latest last).
+        all_model_checkpoint_timestamps: Seconds since the epoch, parallel to the paths
+            (empty when the writer kept none, as `Checkpoint.save` does).
+        last_preserved_timestamp: The manager's bookkeeping, or None.
+        raw_model_checkpoint_path: `model_checkpoint_path` exactly as the file has it.
+    """
+
+    model_checkpoint_path: str
+    all_model_checkpoint_paths: tuple[str, ...]
+    all_model_checkpoint_timestamps: tuple[float, ...]
+    last_preserved_timestamp: float | None
+    raw_model_checkpoint_path: str
+
+
+def _resolve(folder: str, path: str) -> str:
+    if not os.path.isabs(path):
+        return os.path.join(folder, path)
+    if not os.path.exists(path + ".index"):
+        # The folder was moved or copied: TF1 writes absolute paths of the machine that
+        # saved, which dangle (or worse, point at a stale original) after a move.
+        beside = os.path.join(folder, os.path.basename(path))
+        if os.path.exists(beside + ".index"):
+            return beside
+    return path
+
+
+def read_checkpoint_state(
+    folder: PathLike, *, filename: str = STATE_FILENAME
+) -> CheckpointState | None:
+    """Read `folder/checkpoint`; None when the folder has no state file.
+
+    Raises:
+        CorruptCheckpointError: the file exists but cannot be parsed, or names no checkpoint.
+
+    Example:
+        >>> import tempfile
+        >>> folder = tempfile.mkdtemp()
+        >>> write_checkpoint_state(folder, folder + "/ckpt-2", [folder + "/ckpt-2"])
+        >>> read_checkpoint_state(folder).raw_model_checkpoint_path
+        'ckpt-2'
+    """
+    folder = os.fspath(folder)
+    path = os.path.join(folder, filename)
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(_MAX_STATE_BYTES + 1)
+    except FileNotFoundError:
+        return None
+    except IsADirectoryError as err:
+        raise CorruptCheckpointError(f"'{path}' is a folder, not a state file", file=path) from err
+    hint = (
+        "fix or delete it; `trackpoint inspect` on the folder lists the checkpoints it holds, "
+        "and any of them can be passed as a prefix"
+    )
+    if len(raw) > _MAX_STATE_BYTES:
+        raise CorruptCheckpointError(f"state file '{path}' is too large to be one; {hint}", file=path)
+    state = checkpoint_state_pb2.CheckpointState()
+    try:
+        text_format.Parse(raw.decode("utf-8"), state)
+    except (text_format.ParseError, UnicodeDecodeError) as err:
+        raise CorruptCheckpointError(
+            f"state file '{path}' cannot be parsed ({err}); {hint}", file=path
+        ) from err
+    if not state.model_checkpoint_path:
+        raise CorruptCheckpointError(
+            f"state file '{path}' names no latest checkpoint (model_checkpoint_path is empty); {hint}",
+            file=path,
+        )
+    return CheckpointState(
+        model_checkpoint_path=_resolve(folder, state.model_checkpoint_path),
+        all_model_checkpoint_paths=tuple(
+            _resolve(folder, p) for p in state.all_model_checkpoint_paths
+        ),
+        all_model_checkpoint_timestamps=tuple(state.all_model_checkpoint_timestamps),
+        # proto3: an unset timestamp reads as 0.0, which no manager writes.
+        last_preserved_timestamp=state.last_preserved_timestamp or None,
+        raw_model_checkpoint_path=state.model_checkpoint_path,
+    )
+
+
+def _relative_if_inside(folder: str, path: str) -> str:
+    path = os.fspath(path)
+    absolute_folder = os.path.abspath(folder)
+    if os.path.dirname(os.path.abspath(path)) == absolute_folder:
+        return os.path.basename(path)
+    return path
+
+
+def write_checkpoint_state(
+    folder: PathLike,
+    model_checkpoint_path: PathLike,
+    all_model_checkpoint_paths: Sequence[PathLike] | None = None,
+    all_model_checkpoint_timestamps: Sequence[float] | None = None,
+    last_preserved_timestamp: float | None = None,
+    *,
+    filename: str = STATE_FILENAME,
+    durable: bool = False,
+) -> None:
+    """Atomically replace `folder/checkpoint` (temp file, then rename, as TF does).
+
+    Prefixes inside `folder` are written relative to it, so the folder can be moved.
+
+    Args:
+        folder: The checkpoint folder.
+        model_checkpoint_path: The latest prefix.
+        all_model_checkpoint_paths: Kept prefixes, oldest first; defaults to the latest only.
+        all_model_checkpoint_timestamps: Seconds since the epoch, parallel to the paths.
+        last_preserved_timestamp: A manager's bookkeeping (TF's meaning).
+        filename: The state file's name.
+        durable: fsync the file and the folder before returning.
+    """
+    folder = os.fspath(folder)
+    latest = _relative_if_inside(folder, os.fspath(model_checkpoint_path))
+    paths = [latest] if all_model_checkpoint_paths is None else [
+        _relative_if_inside(folder, os.fspath(p)) for p in all_model_checkpoint_paths
+    ]
+    if all_model_checkpoint_timestamps is not None and len(all_model_checkpoint_timestamps) != len(
+        paths
+    ):
+        raise ValueError("all_model_checkpoint_timestamps must be parallel to the paths")
+    state = checkpoint_state_pb2.CheckpointState(
+        model_checkpoint_path=latest,
+        all_model_checkpoint_paths=paths,
+        all_model_checkpoint_timestamps=list(all_model_checkpoint_timestamps or ()),
+    )
+    if last_preserved_timestamp is not None:
+        state.last_preserved_timestamp = last_preserved_timestamp
+    text = text_format.MessageToString(state, as_utf8=True)
+    os.makedirs(folder or ".", exist_ok=True)
+    final = os.path.join(folder, filename)
+    temp = f"{final}.tmp{secrets.token_hex(16)}"
+    try:
+        with open(temp, "w", encoding="utf-8") as f:
+            f.write(text)
+            if durable:
+                f.flush()
+                os.fsync(f.fileno())
+        os.replace(temp, final)
+    except BaseException:
+        try:
+            os.unlink(temp)
+        except FileNotFoundError:
+            pass
+        raise
+    if durable:
+        fd = os.open(folder or ".", os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def latest_checkpoint(folder: PathLike, *, filename: str = STATE_FILENAME) -> str | None:
+    """The prefix of the latest checkpoint in `folder`, or None when there is none.
+
+    None means the folder has no state file, or the checkpoint it names has no `.index`.
+
+    Raises:
+        CorruptCheckpointError: the state file exists but cannot be read.
+    """
+    state = read_checkpoint_state(folder, filename=filename)
+    if state is None:
+        return None
+    if os.path.exists(state.model_checkpoint_path + ".index"):
+        return state.model_checkpoint_path
+    return None

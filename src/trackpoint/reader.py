@@ -1,0 +1,236 @@
+"""Reading checkpoints by key, as `tf.train.load_checkpoint` and `tf.train.list_variables` do.
+
+Accepts what users have at hand: a prefix (`runs/a/ckpt-3`), the `.index` or a `.data-…`
+file of it, a folder with a `checkpoint` state file (its latest checkpoint), a SavedModel
+folder or its `variables/` folder. When nothing is there, the error lists what the folder
+holds instead.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import TYPE_CHECKING, Any
+
+from .errors import CheckpointNotFoundError
+from .format import BundleReader, DType, latest_checkpoint, read_checkpoint_state
+from .format import index_file_name as _index_file_name
+
+if TYPE_CHECKING:
+    from numpy.typing import NDArray
+
+    from ._typing import PathLike
+
+__all__ = ["CheckpointReader", "latest_checkpoint", "list_variables", "load_checkpoint"]
+
+OBJECT_GRAPH_KEY = "_CHECKPOINTABLE_OBJECT_GRAPH"
+_DATA_SUFFIX = re.compile(r"\.data-\d{5,}-of-\d{5,}$")
+_NUMBER = re.compile(r"(\d+)")
+
+
+def _natural_key(name: str) -> list[Any]:
+    return [int(part) if part.isdigit() else part for part in _NUMBER.split(name)]
+
+
+def checkpoints_in(folder: PathLike) -> list[str]:
+    """The prefixes of all checkpoints (files ending in `.index`) in `folder`, in natural order.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> d = pathlib.Path(tempfile.mkdtemp())
+        >>> for n in (10, 9):
+        ...     _ = (d / f"ckpt-{n}.index").write_bytes(b"")
+        >>> [os.path.basename(p) for p in checkpoints_in(d)]
+        ['ckpt-9', 'ckpt-10']
+    """
+    folder = os.fspath(folder)
+    try:
+        names = os.listdir(folder)
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    prefixes = [n[: -len(".index")] for n in names if n.endswith(".index") and len(n) > 6]
+    return [os.path.join(folder, p) for p in sorted(prefixes, key=_natural_key)]
+
+
+def _holds(folder: str) -> str:
+    found = [os.path.basename(p) for p in checkpoints_in(folder)]
+    if not found:
+        return "the folder holds no checkpoint" if os.path.isdir(folder) else (
+            f"the folder '{folder}' does not exist"
+        )
+    shown = ", ".join(found[:10]) + (f" and {len(found) - 10} more" if len(found) > 10 else "")
+    return f"the folder holds {shown}"
+
+
+def resolve_prefix(path: PathLike) -> str:
+    """Turn what a user passed into the prefix of one checkpoint.
+
+    Raises:
+        CheckpointNotFoundError: nothing readable is there; the message lists what is.
+        CorruptCheckpointError: the folder's state file cannot be read.
+    """
+    p = os.fspath(path)
+    if p.endswith(".index") and os.path.isfile(p):
+        return p[: -len(".index")]
+    if _DATA_SUFFIX.search(p) and os.path.isfile(p):
+        return _DATA_SUFFIX.sub("", p)
+    if os.path.isdir(p):
+        return _resolve_folder(p)
+    if os.path.exists(_index_file_name(p)):
+        return p
+    folder = os.path.dirname(p) or "."
+    name = os.path.basename(p)
+    data = [n for n in _listdir(folder) if n.startswith(name + ".data-")]
+    if data:
+        why = (
+            f"'{name}.index' is missing although its data files exist ({data[0]}, ...): the save "
+            "did not finish, or the index was moved away from them"
+        )
+    else:
+        why = f"'{name}.index' is missing"
+    found = tuple(checkpoints_in(folder))
+    suggestion = f"; pass a prefix such as '{found[-1]}'" if found else ""
+    raise CheckpointNotFoundError(
+        f"no checkpoint at '{p}': {why} ({_holds(folder)}){suggestion}",
+        file=_index_file_name(p),
+        candidates=found,
+    )
+
+
+def _listdir(folder: str) -> list[str]:
+    try:
+        return os.listdir(folder)
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+
+
+def _resolve_folder(folder: str) -> str:
+    state = read_checkpoint_state(folder)
+    found = tuple(checkpoints_in(folder))
+    if state is not None:
+        latest = latest_checkpoint(folder)
+        if latest is not None:
+            return latest
+        raise CheckpointNotFoundError(
+            f"the state file in '{folder}' names '{state.raw_model_checkpoint_path}' as the latest "
+            f"checkpoint, but its .index file is missing ({_holds(folder)}); pass one of those "
+            "prefixes, or restore the missing files",
+            file=os.path.join(folder, "checkpoint"),
+            candidates=found,
+        )
+    for saved_model_variables in (os.path.join(folder, "variables", "variables"),
+                                  os.path.join(folder, "variables")):
+        if os.path.isfile(_index_file_name(saved_model_variables)):
+            return saved_model_variables
+    if found:
+        raise CheckpointNotFoundError(
+            f"'{folder}' has no 'checkpoint' state file naming its latest checkpoint, and "
+            f"trackpoint does not guess ({_holds(folder)}); pass a prefix such as '{found[-1]}'",
+            file=os.path.join(folder, "checkpoint"),
+            candidates=found,
+        )
+    raise CheckpointNotFoundError(
+        f"no checkpoint in '{folder}': it has no 'checkpoint' state file and no '.index' files",
+        file=os.path.join(folder, "checkpoint"),
+    )
+
+
+class CheckpointReader:
+    """Reads tensors of one checkpoint by key, like TF's `CheckpointReader`.
+
+    Made by `load_checkpoint`. Use it as a context manager, or call `close()`, to release
+    the data files early.
+
+    Attributes:
+        prefix: The checkpoint's prefix.
+    """
+
+    def __init__(self, prefix: str, *, mmap: bool = False, verify_checksums: bool = True) -> None:
+        self.prefix = prefix
+        self._bundle = BundleReader(prefix, mmap=mmap, verify_checksums=verify_checksums)
+
+    @property
+    def bundle(self) -> BundleReader:
+        """The underlying bundle reader (tensor infos, shard paths, verification)."""
+        return self._bundle
+
+    def get_tensor(self, key: str) -> NDArray[Any]:
+        """The value of `key` as a NumPy array (strings: an object array of `bytes`).
+
+        Raises:
+            KeyNotFoundError: no such key; the message suggests close ones.
+            IncompleteCheckpointError: its data file is missing.
+            CorruptCheckpointError: its bytes fail their checksum or lie outside the file.
+            UnsupportedCheckpointError: its dtype cannot be decoded (variant, resource).
+        """
+        return self._bundle.get_tensor(key)
+
+    def read_into(self, key: str, out: NDArray[Any]) -> None:
+        """Read `key` into the caller's writeable, C-contiguous array of its shape and dtype."""
+        self._bundle.read_into(key, out)
+
+    def has_tensor(self, key: str) -> bool:
+        """Whether the checkpoint has a (visible) tensor named `key`."""
+        return key in self._bundle
+
+    def get_variable_to_shape_map(self) -> dict[str, list[int]]:
+        """Every visible key → its shape, as TF's reader returns it."""
+        return {info.key: list(info.shape) for info in self._bundle.infos()}
+
+    def get_variable_to_dtype_map(self) -> dict[str, DType]:
+        """Every visible key → its dtype (a `DType` that compares equal to TF's name)."""
+        return {info.key: info.dtype for info in self._bundle.infos()}
+
+    @property
+    def is_object_based(self) -> bool:
+        """True for TF2 object-based checkpoints, False for TF1 name-based ones."""
+        return OBJECT_GRAPH_KEY in self._bundle
+
+    def close(self) -> None:
+        """Close the data files."""
+        self._bundle.close()
+
+    def __enter__(self) -> CheckpointReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<trackpoint.CheckpointReader {self.prefix!r}>"
+
+
+def load_checkpoint(
+    path: PathLike, *, mmap: bool = False, verify_checksums: bool = True
+) -> CheckpointReader:
+    """Open a checkpoint for reading by key (`tf.train.load_checkpoint`).
+
+    Args:
+        path: A prefix, its `.index`/`.data-…` file, a folder (its latest checkpoint), or a
+            SavedModel folder.
+        mmap: Hand out read-only zero-copy views of memory-mapped data files (local files).
+        verify_checksums: Check each tensor's crc32c as it is read.
+
+    Raises:
+        CheckpointNotFoundError: no checkpoint there; the message lists what the folder holds.
+        CorruptCheckpointError: the index is damaged.
+
+    Example:
+        >>> import tempfile, numpy as np
+        >>> from trackpoint.format import BundleWriter
+        >>> prefix = tempfile.mkdtemp() + "/ckpt"
+        >>> with BundleWriter(prefix) as writer:
+        ...     writer.add("w", np.ones(2, np.float32))
+        >>> load_checkpoint(prefix).get_tensor("w")
+        array([1., 1.], dtype=float32)
+    """
+    return CheckpointReader(resolve_prefix(path), mmap=mmap, verify_checksums=verify_checksums)
+
+
+def list_variables(path: PathLike) -> list[tuple[str, list[int]]]:
+    """Sorted (key, shape) of every visible tensor (`tf.train.list_variables`).
+
+    Hidden per-slice keys of sliced variables are not listed, as in TF.
+    """
+    with load_checkpoint(path) as reader:
+        return sorted(reader.get_variable_to_shape_map().items())
