@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
+
+if TYPE_CHECKING:
+    from types import ModuleType
 
 # TensorFlow logs at import; keep test output readable.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

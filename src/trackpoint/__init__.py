@@ -12,6 +12,8 @@ Example:
     [('w', [3])]
 """
 
+import contextlib
+
 from .errors import CheckpointNotFoundError as CheckpointNotFoundError
 from .errors import CorruptCheckpointError as CorruptCheckpointError
 from .errors import IncompleteCheckpointError as IncompleteCheckpointError
@@ -50,8 +52,6 @@ __all__ = [
 for _name in __all__:
     _obj = globals()[_name]
     if hasattr(_obj, "__module__"):
-        try:
+        with contextlib.suppress(AttributeError, TypeError):
             _obj.__module__ = "trackpoint"
-        except (AttributeError, TypeError):
-            pass
 del _name, _obj

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-import os
-from typing import TypeAlias
+from typing import TYPE_CHECKING, TypeAlias
+
+if TYPE_CHECKING:
+    import os
 
 #: A filesystem path given by a user: a string or any `os.PathLike[str]`.
 PathLike: TypeAlias = "str | os.PathLike[str]"

@@ -55,8 +55,10 @@ def checkpoints_in(folder: PathLike) -> list[str]:
 def _holds(folder: str) -> str:
     found = [os.path.basename(p) for p in checkpoints_in(folder)]
     if not found:
-        return "the folder holds no checkpoint" if os.path.isdir(folder) else (
-            f"the folder '{folder}' does not exist"
+        return (
+            "the folder holds no checkpoint"
+            if os.path.isdir(folder)
+            else (f"the folder '{folder}' does not exist")
         )
     shown = ", ".join(found[:10]) + (f" and {len(found) - 10} more" if len(found) > 10 else "")
     return f"the folder holds {shown}"
@@ -118,8 +120,10 @@ def _resolve_folder(folder: str) -> str:
             file=os.path.join(folder, "checkpoint"),
             candidates=found,
         )
-    for saved_model_variables in (os.path.join(folder, "variables", "variables"),
-                                  os.path.join(folder, "variables")):
+    for saved_model_variables in (
+        os.path.join(folder, "variables", "variables"),
+        os.path.join(folder, "variables"),
+    ):
         if os.path.isfile(_index_file_name(saved_model_variables)):
             return saved_model_variables
     if found:

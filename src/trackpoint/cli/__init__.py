@@ -19,15 +19,15 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..errors import TrackpointError
-from ..reader import OBJECT_GRAPH_KEY, CheckpointReader, load_checkpoint
+from trackpoint.errors import TrackpointError
+from trackpoint.reader import OBJECT_GRAPH_KEY, CheckpointReader, load_checkpoint
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from rich.console import Console
 
-    from ..format import TensorInfo
+    from trackpoint.format import TensorInfo
 
 __all__ = ["main"]
 
@@ -83,7 +83,7 @@ def _jsonable(value: Any) -> Any:
 def _tensor_values(array: np.ndarray[Any, Any]) -> Any:
     if array.dtype.kind == "O":
         return _jsonable(array.tolist())
-    if array.dtype.kind == "V" or array.dtype.itemsize < 4 and array.dtype.kind == "f":
+    if array.dtype.kind == "V" or (array.dtype.itemsize < 4 and array.dtype.kind == "f"):
         # ml_dtypes (bfloat16, float8, int4, ...) print through float32/int64.
         wide = np.float64 if "float" in array.dtype.name else np.int64
         return _jsonable(array.astype(wide).tolist())
@@ -135,9 +135,7 @@ def _inspect(reader: CheckpointReader, args: argparse.Namespace, out: Console) -
     return 0
 
 
-def _verify(
-    reader: CheckpointReader, args: argparse.Namespace, out: Console, err: Console
-) -> int:
+def _verify(reader: CheckpointReader, args: argparse.Namespace, out: Console, err: Console) -> int:
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn
 
     bundle = reader.bundle
@@ -169,8 +167,10 @@ def _verify(
         out.print_json(json.dumps(record, ensure_ascii=False))
     elif ok:
         total = _human(sum(sizes.values()))
-        out.print(f"[green]ok[/green]: {reader.prefix}: {len(infos)} tensors, {total}, "
-                  "every checksum matches")
+        out.print(
+            f"[green]ok[/green]: {reader.prefix}: {len(infos)} tensors, {total}, "
+            "every checksum matches"
+        )
     else:
         out.print(f"[red]{len(problems)} problem(s)[/red] in {reader.prefix}:")
         for problem in problems:

@@ -13,6 +13,7 @@ Knows bytes and files, not objects or frameworks.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import math
 import mmap
@@ -25,7 +26,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 import numpy as np
 from google.protobuf.message import DecodeError
 
-from ..errors import (
+from trackpoint.errors import (
     CheckpointNotFoundError,
     CorruptCheckpointError,
     IncompleteCheckpointError,
@@ -34,9 +35,9 @@ from ..errors import (
     NotTrackableError,
     UnsupportedCheckpointError,
 )
+
 from ._crc32c import crc32c, mask, unmask
 from ._dtypes import (
-    STRING_ENUM,
     DType,
     as_dtype,
     decode_strings,
@@ -54,7 +55,7 @@ if TYPE_CHECKING:
 
     from numpy.typing import ArrayLike, NDArray
 
-    from .._typing import PathLike
+    from trackpoint._typing import PathLike
 
 #: The bundle format version TF 2.21 writes and reads (tensor_bundle.h kTensorBundleVersion).
 BUNDLE_VERSION = 1
@@ -130,7 +131,9 @@ class BundleWriter:
 
     def __init__(self, prefix: PathLike, *, num_shards: int = 1, durable: bool = False) -> None:
         if num_shards < 1 or num_shards > _MAX_SHARDS:
-            raise InvalidValueError(f"num_shards must be between 1 and {_MAX_SHARDS}, not {num_shards}")
+            raise InvalidValueError(
+                f"num_shards must be between 1 and {_MAX_SHARDS}, not {num_shards}"
+            )
         self.prefix = os.fspath(prefix)
         self.num_shards = num_shards
         self._durable = durable
@@ -192,7 +195,11 @@ class BundleWriter:
         shard.size += len(view)
 
     def _write_value(
-        self, entry: bundle_pb2.BundleEntryProto, value: ArrayLike, dtype: DType | str | None, shard: _Shard
+        self,
+        entry: bundle_pb2.BundleEntryProto,
+        value: ArrayLike,
+        dtype: DType | str | None,
+        shard: _Shard,
     ) -> None:
         array = value if isinstance(value, np.ndarray) else np.asarray(value)
         tf_dtype = as_dtype(array.dtype) if dtype is None else as_dtype(dtype)
@@ -353,10 +360,8 @@ class BundleWriter:
             shard.file.close()
         for path in [s.temp for s in self._shards] + [getattr(self, "_index_temp", "")]:
             if path:
-                try:
+                with contextlib.suppress(FileNotFoundError):
                     os.unlink(path)
-                except FileNotFoundError:
-                    pass
 
 
 def _fsync_dir(folder: str) -> None:
@@ -453,7 +458,8 @@ class BundleReader:
         size = _regular_file_size(self.index_path)
         if size is None:
             raise CheckpointNotFoundError(
-                f"no checkpoint at '{self.prefix}': '{os.path.basename(self.index_path)}' is missing",
+                f"no checkpoint at '{self.prefix}': "
+                f"'{os.path.basename(self.index_path)}' is missing",
                 file=self.index_path,
             )
         with open(self.index_path, "rb") as f:
@@ -554,7 +560,8 @@ class BundleReader:
             entry.slices = []  # filled by _attach_slices
             for proto_slice in proto.slices:
                 extents = tuple(
-                    (e.start, e.length if e.HasField("length") else None) for e in proto_slice.extent
+                    (e.start, e.length if e.HasField("length") else None)
+                    for e in proto_slice.extent
                 )
                 try:
                     normalize_extents(extents, shape)
@@ -569,8 +576,7 @@ class BundleReader:
             )
         elif dtype.is_string and entry.size < 4 + entry.numel:
             problem = (
-                f"its {entry.numel} strings cannot fit in the {entry.size} bytes the index "
-                "gives it"
+                f"its {entry.numel} strings cannot fit in the {entry.size} bytes the index gives it"
             )
         entry.problem = problem
         return entry
@@ -614,7 +620,11 @@ class BundleReader:
         """What the index says about `key` (no data is read)."""
         entry = self._entry(key)
         return TensorInfo(
-            key, entry.dtype, entry.shape, entry.size, -1 if entry.slices else entry.shard,
+            key,
+            entry.dtype,
+            entry.shape,
+            entry.size,
+            -1 if entry.slices else entry.shard,
             bool(entry.slices),
         )
 
@@ -627,8 +637,10 @@ class BundleReader:
         entry = self._entries.get(key)
         if entry is None:
             close = difflib.get_close_matches(key, self._entries, n=3)
-            hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else (
-                "; `trackpoint inspect` lists the keys it has"
+            hint = (
+                f"; did you mean {', '.join(repr(c) for c in close)}?"
+                if close
+                else ("; `trackpoint inspect` lists the keys it has")
             )
             raise KeyNotFoundError(
                 f"key '{key}' not found in checkpoint '{self.prefix}'{hint}",
@@ -860,11 +872,10 @@ class BundleReader:
     def close(self) -> None:
         """Close the data files (views from `mmap=True` stay valid until collected)."""
         for mapped in self._maps.values():
+            # Views still alive keep their mapping open; it closes when they go.
             if mapped is not None:
-                try:
+                with contextlib.suppress(BufferError):
                     mapped.close()
-                except BufferError:
-                    pass  # views still alive keep the mapping; it closes when they go
         self._maps.clear()
         for fd in self._fds.values():
             os.close(fd)

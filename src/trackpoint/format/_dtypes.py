@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING
 import ml_dtypes
 import numpy as np
 
-from ..errors import CorruptCheckpointError, NotTrackableError
+from trackpoint.errors import CorruptCheckpointError, NotTrackableError
+
 from ._crc32c import crc32c, mask
 from ._varint import VarintError, decode_varint, encode_varint
 

@@ -10,10 +10,13 @@ Knows bytes, not files.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from ._varint import VarintError
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 #: (start, length) per dimension; length None = the whole dimension.
 Extents = tuple[tuple[int, int | None], ...]

@@ -254,9 +254,7 @@ class TableReader:
             what = f"data block at byte {offset}"
             for key, value in self._iter_block(self._read_block(offset, size, what), what):
                 if self._entries and key <= previous_key:
-                    raise TableError(
-                        f"keys out of order in {what}: {key!r} after {previous_key!r}"
-                    )
+                    raise TableError(f"keys out of order in {what}: {key!r} after {previous_key!r}")
                 if key > index_key:
                     raise TableError(f"key {key!r} in {what} is beyond its index key")
                 self._entries.append((key, value))
@@ -297,9 +295,7 @@ class TableReader:
         restarts_start = size - 4 - 4 * num_restarts
         if num_restarts == 0 or restarts_start < 0:
             raise TableError(f"{what} declares {num_restarts} restart points; it cannot hold them")
-        restarts = {
-            _U32.unpack_from(block, restarts_start + 4 * i)[0] for i in range(num_restarts)
-        }
+        restarts = {_U32.unpack_from(block, restarts_start + 4 * i)[0] for i in range(num_restarts)}
         if max(restarts) > restarts_start or 0 not in restarts:
             raise TableError(f"{what} has a restart point outside its entries")
         pos = 0

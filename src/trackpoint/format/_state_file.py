@@ -13,6 +13,7 @@ Knows files and paths, not tensors.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 from dataclasses import dataclass
@@ -20,13 +21,14 @@ from typing import TYPE_CHECKING
 
 from google.protobuf import text_format
 
-from ..errors import CorruptCheckpointError
+from trackpoint.errors import CorruptCheckpointError
+
 from .protos import checkpoint_state_pb2
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from .._typing import PathLike
+    from trackpoint._typing import PathLike
 
 STATE_FILENAME = "checkpoint"
 # A state file lists a few prefixes; anything this large is not one.
@@ -94,7 +96,9 @@ def read_checkpoint_state(
         "and any of them can be passed as a prefix"
     )
     if len(raw) > _MAX_STATE_BYTES:
-        raise CorruptCheckpointError(f"state file '{path}' is too large to be one; {hint}", file=path)
+        raise CorruptCheckpointError(
+            f"state file '{path}' is too large to be one; {hint}", file=path
+        )
     state = checkpoint_state_pb2.CheckpointState()
     try:
         text_format.Parse(raw.decode("utf-8"), state)
@@ -104,7 +108,8 @@ def read_checkpoint_state(
         ) from err
     if not state.model_checkpoint_path:
         raise CorruptCheckpointError(
-            f"state file '{path}' names no latest checkpoint (model_checkpoint_path is empty); {hint}",
+            f"state file '{path}' names no latest checkpoint (model_checkpoint_path is empty); "
+            f"{hint}",
             file=path,
         )
     return CheckpointState(
@@ -152,9 +157,11 @@ def write_checkpoint_state(
     """
     folder = os.fspath(folder)
     latest = _relative_if_inside(folder, os.fspath(model_checkpoint_path))
-    paths = [latest] if all_model_checkpoint_paths is None else [
-        _relative_if_inside(folder, os.fspath(p)) for p in all_model_checkpoint_paths
-    ]
+    paths = (
+        [latest]
+        if all_model_checkpoint_paths is None
+        else [_relative_if_inside(folder, os.fspath(p)) for p in all_model_checkpoint_paths]
+    )
     if all_model_checkpoint_timestamps is not None and len(all_model_checkpoint_timestamps) != len(
         paths
     ):
@@ -178,10 +185,8 @@ def write_checkpoint_state(
                 os.fsync(f.fileno())
         os.replace(temp, final)
     except BaseException:
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(temp)
-        except FileNotFoundError:
-            pass
         raise
     if durable:
         fd = os.open(folder or ".", os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))

@@ -1,0 +1,1 @@
+"""Generated protobuf modules (`make protos`); TF field numbers under our own package."""
