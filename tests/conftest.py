@@ -33,7 +33,8 @@ def tf() -> ModuleType:
         import tensorflow  # noqa: TID251 - tests compare against TF itself
     except ImportError as err:  # pragma: no cover - CI installs tensorflow-cpu
         pytest.skip(f"TensorFlow cannot be imported ({err}); install tensorflow-cpu")
-    return tensorflow
+    module: ModuleType = tensorflow
+    return module
 
 
 @pytest.fixture(scope="session")

@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import difflib
 import math
-import mmap
+import mmap as _mmap
 import os
 import secrets
 import stat
@@ -89,7 +89,7 @@ def index_file_name(prefix: str) -> str:
 
 def _as_bytes_view(array: NDArray[Any]) -> memoryview:
     """A flat byte view of a C-contiguous array, whatever its dtype (ml_dtypes included)."""
-    return memoryview(array.reshape(-1).view(np.uint8))
+    return array.reshape(-1).view(np.uint8).data
 
 
 def _shape_list(shape: Sequence[int]) -> list[int]:
@@ -454,7 +454,7 @@ class BundleReader:
         self._use_mmap = mmap
         self._fds: dict[int, int] = {}
         self._shard_sizes: dict[int, int] = {}
-        self._maps: dict[int, mmap.mmap | None] = {}
+        self._maps: dict[int, _mmap.mmap | None] = {}
         size = _regular_file_size(self.index_path)
         if size is None:
             raise CheckpointNotFoundError(
@@ -799,7 +799,7 @@ class BundleReader:
             return np.empty(entry.shape, entry.dtype.numpy)
         mapped = self._maps.get(entry.shard)
         if mapped is None:
-            mapped = mmap.mmap(self._fds[entry.shard], 0, access=mmap.ACCESS_READ)
+            mapped = _mmap.mmap(self._fds[entry.shard], 0, access=_mmap.ACCESS_READ)
             self._maps[entry.shard] = mapped
         view = memoryview(mapped)[entry.offset : entry.offset + entry.size]
         if self.verify_checksums:

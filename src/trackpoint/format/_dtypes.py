@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import ml_dtypes
 import numpy as np
@@ -44,7 +44,7 @@ class DType:
 
     enum: int
     name: str
-    numpy: np.dtype | None  # type: ignore[type-arg]
+    numpy: np.dtype[Any] | None
 
     @property
     def is_string(self) -> bool:
@@ -122,7 +122,7 @@ DTYPES_BY_ENUM: dict[int, DType] = {
 DTYPES_BY_NAME: dict[str, DType] = {d.name: d for d in DTYPES_BY_ENUM.values()}
 _QUANTIZED = frozenset({11, 12, 13, 15, 16})
 # The dtype a NumPy array is saved as: its own, never a quantized twin.
-_BY_NUMPY: dict[np.dtype, DType] = {  # type: ignore[type-arg]
+_BY_NUMPY: dict[np.dtype[Any], DType] = {
     d.numpy: d
     for d in DTYPES_BY_ENUM.values()
     if d.numpy is not None and d.enum not in _QUANTIZED and not d.is_string
@@ -156,7 +156,7 @@ def as_dtype(value: DType | str | DTypeLike) -> DType:
         if name in DTYPES_BY_NAME:
             return DTYPES_BY_NAME[name]
     try:
-        np_dtype = np.dtype(value)  # type: ignore[arg-type]
+        np_dtype = np.dtype(value)
     except TypeError as err:
         raise NotTrackableError(f"{value!r} is not a dtype TensorFlow checkpoints hold") from err
     if np_dtype.kind in "OSU":
