@@ -750,6 +750,7 @@ class BundleReader:
         if self._use_mmap:
             return self._map_view(entry)
         assert entry.dtype.numpy is not None  # noqa: S101 - checked by _require_decodable
+        self._check_range(entry)  # before allocating: the file must hold what the index says
         out = np.empty(entry.shape, entry.dtype.numpy)
         self._read_numeric_into(entry, out)
         return out
@@ -831,6 +832,18 @@ class BundleReader:
         if entry.problem is not None:
             self._check_range(entry)  # raises with the problem
         assert entry.dtype.numpy is not None  # noqa: S101 - checked by _require_decodable
+        # Validate before allocating: every part lies inside its file, and together they
+        # hold at least as many bytes as the full shape needs.
+        for _, part in entry.slices:
+            self._check_range(part)
+        itemsize = entry.dtype.itemsize
+        if itemsize is not None and entry.numel * itemsize > sum(p.size for _, p in entry.slices):
+            raise CorruptCheckpointError(
+                f"the stored slices of tensor '{entry.key}' hold fewer bytes than its shape "
+                f"{list(entry.shape)} needs; the index is damaged",
+                file=self.index_path,
+                key=entry.key,
+            )
         out = np.empty(entry.shape, entry.dtype.numpy)
         covered = np.zeros(entry.shape, dtype=bool) if entry.numel else None
         for extents, part in entry.slices:
@@ -849,6 +862,7 @@ class BundleReader:
 
     def _read_part(self, part: _Entry) -> NDArray[Any]:
         assert part.dtype.numpy is not None  # noqa: S101 - same dtype as the full entry
+        self._check_range(part)
         out = np.empty(part.shape, part.dtype.numpy)
         self._read_numeric_into(part, out)
         return out
