@@ -414,17 +414,27 @@ class _Entry:
         return math.prod(self.shape)
 
 
-def _regular_file_size(path: str) -> int | None:
-    """The size of `path` if it is a regular file, None if it does not exist."""
+def _open_regular(path: str) -> tuple[int, int] | None:
+    """Open `path` for reading if it is a regular file: (fd, size), or None if it is absent.
+
+    Opened non-blocking and checked with fstat, so a FIFO put in a file's place can neither
+    block the open nor be read.
+    """
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
     try:
-        st = os.stat(path)
+        fd = os.open(path, flags)
     except FileNotFoundError:
         return None
-    if not stat.S_ISREG(st.st_mode):
+    except IsADirectoryError:
+        fd = -1
+    st = os.fstat(fd) if fd >= 0 else None
+    if st is None or not stat.S_ISREG(st.st_mode):
+        if fd >= 0:
+            os.close(fd)
         raise CorruptCheckpointError(
             f"'{path}' is not a regular file; a checkpoint file must be one", file=path
         )
-    return st.st_size
+    return fd, st.st_size
 
 
 class BundleReader:
@@ -455,14 +465,14 @@ class BundleReader:
         self._fds: dict[int, int] = {}
         self._shard_sizes: dict[int, int] = {}
         self._maps: dict[int, _mmap.mmap | None] = {}
-        size = _regular_file_size(self.index_path)
-        if size is None:
+        opened = _open_regular(self.index_path)
+        if opened is None:
             raise CheckpointNotFoundError(
                 f"no checkpoint at '{self.prefix}': "
                 f"'{os.path.basename(self.index_path)}' is missing",
                 file=self.index_path,
             )
-        with open(self.index_path, "rb") as f:
+        with open(opened[0], "rb") as f:  # closes the fd
             data = f.read()
         try:
             table = TableReader(data)
@@ -659,8 +669,8 @@ class BundleReader:
         fd = self._fds.get(shard)
         if fd is None:
             path = self.data_path(shard)
-            size = _regular_file_size(path)
-            if size is None:
+            opened = _open_regular(path)
+            if opened is None:
                 base = os.path.basename(self.prefix)
                 raise IncompleteCheckpointError(
                     f"'{os.path.basename(path)}' is missing from '{os.path.dirname(path) or '.'}'; "
@@ -668,7 +678,7 @@ class BundleReader:
                     f"has {self.num_shards} data file{'s' if self.num_shards > 1 else ''})",
                     file=path,
                 )
-            fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+            fd, size = opened
             self._fds[shard] = fd
             self._shard_sizes[shard] = size
         return fd, self._shard_sizes[shard]

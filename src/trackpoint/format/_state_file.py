@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import stat
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -85,12 +86,17 @@ def read_checkpoint_state(
     folder = os.fspath(folder)
     path = os.path.join(folder, filename)
     try:
-        with open(path, "rb") as f:
-            raw = f.read(_MAX_STATE_BYTES + 1)
+        mode = os.stat(path).st_mode
     except FileNotFoundError:
         return None
-    except IsADirectoryError as err:
-        raise CorruptCheckpointError(f"'{path}' is a folder, not a state file", file=path) from err
+    if not stat.S_ISREG(mode):
+        # Opening a FIFO would block forever; a folder or device is no state file either.
+        raise CorruptCheckpointError(
+            f"'{path}' is not a regular file, so it cannot be a checkpoint state file; remove it",
+            file=path,
+        )
+    with open(path, "rb") as f:
+        raw = f.read(_MAX_STATE_BYTES + 1)
     hint = (
         "fix or delete it; `trackpoint inspect` on the folder lists the checkpoints it holds, "
         "and any of them can be passed as a prefix"
