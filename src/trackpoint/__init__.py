@@ -14,16 +14,29 @@ Example:
 
 import contextlib
 
+from .checkpoint import Checkpoint as Checkpoint
+from .checkpoint import CheckpointOptions as CheckpointOptions
 from .errors import CheckpointNotFoundError as CheckpointNotFoundError
 from .errors import CorruptCheckpointError as CorruptCheckpointError
+from .errors import DTypeMismatchError as DTypeMismatchError
 from .errors import IncompleteCheckpointError as IncompleteCheckpointError
 from .errors import InvalidValueError as InvalidValueError
 from .errors import KeyNotFoundError as KeyNotFoundError
+from .errors import MismatchError as MismatchError
 from .errors import NotTrackableError as NotTrackableError
+from .errors import PartialRestoreWarning as PartialRestoreWarning
+from .errors import ShapeMismatchError as ShapeMismatchError
 from .errors import TrackpointError as TrackpointError
 from .errors import TrackpointWarning as TrackpointWarning
 from .errors import UnsupportedCheckpointError as UnsupportedCheckpointError
 from .format import DType as DType
+from .graph import JSONState as JSONState
+from .graph import Module as Module
+from .graph import PythonState as PythonState
+from .graph import Trackable as Trackable
+from .graph import Variable as Variable
+from .graph import register as register
+from .manager import CheckpointManager as CheckpointManager
 from .reader import CheckpointReader as CheckpointReader
 from .reader import latest_checkpoint as latest_checkpoint
 from .reader import list_variables as list_variables
@@ -32,20 +45,33 @@ from .reader import load_checkpoint as load_checkpoint
 __version__ = "0.1.0"
 
 __all__ = [
+    "Checkpoint",
+    "CheckpointManager",
     "CheckpointNotFoundError",
+    "CheckpointOptions",
     "CheckpointReader",
     "CorruptCheckpointError",
     "DType",
+    "DTypeMismatchError",
     "IncompleteCheckpointError",
     "InvalidValueError",
+    "JSONState",
     "KeyNotFoundError",
+    "MismatchError",
+    "Module",
     "NotTrackableError",
+    "PartialRestoreWarning",
+    "PythonState",
+    "ShapeMismatchError",
+    "Trackable",
     "TrackpointError",
     "TrackpointWarning",
     "UnsupportedCheckpointError",
+    "Variable",
     "latest_checkpoint",
     "list_variables",
     "load_checkpoint",
+    "register",
 ]
 
 # Reprs and docs show the public path (trackpoint.X), not the private module.

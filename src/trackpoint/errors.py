@@ -11,8 +11,10 @@ TrackpointError(Exception)
 ├── UnsupportedCheckpointError  (+ValueError)   newer version, resource/variant dtype
 ├── InvalidValueError           (+ValueError)   a bad argument: duplicate key, wrong buffer
 ├── KeyNotFoundError            (+KeyError)     no tensor under that key
+├── MismatchError               (+AssertionError)  raised by status.assert_*
+├── ShapeMismatchError, DTypeMismatchError  (+ValueError)  a value does not fit its object
 └── NotTrackableError           (+TypeError)    a value trackpoint cannot save
-TrackpointWarning(UserWarning)
+TrackpointWarning(UserWarning) → PartialRestoreWarning
 ```
 
 The builtin mix-ins keep generic handlers (`except FileNotFoundError`, `except ValueError`)
@@ -24,10 +26,14 @@ from __future__ import annotations
 __all__ = [
     "CheckpointNotFoundError",
     "CorruptCheckpointError",
+    "DTypeMismatchError",
     "IncompleteCheckpointError",
     "InvalidValueError",
     "KeyNotFoundError",
+    "MismatchError",
     "NotTrackableError",
+    "PartialRestoreWarning",
+    "ShapeMismatchError",
     "TrackpointError",
     "TrackpointWarning",
     "UnsupportedCheckpointError",
@@ -91,9 +97,41 @@ class KeyNotFoundError(TrackpointError, KeyError):
     """The checkpoint has no tensor under the key asked for."""
 
 
+class MismatchError(TrackpointError, AssertionError):
+    """A restore did not match the program as asserted (raised by `status.assert_*`).
+
+    Attributes:
+        unused_checkpoint_values: Object paths whose checkpoint values were not used.
+        unrestored_objects: Object paths in the program that got no value.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        unused_checkpoint_values: tuple[str, ...] = (),
+        unrestored_objects: tuple[str, ...] = (),
+    ) -> None:
+        super().__init__(message)
+        self.unused_checkpoint_values = unused_checkpoint_values
+        self.unrestored_objects = unrestored_objects
+
+
+class ShapeMismatchError(TrackpointError, ValueError):
+    """A checkpoint value's shape differs from the object it is restored into."""
+
+
+class DTypeMismatchError(TrackpointError, ValueError):
+    """A checkpoint value's dtype differs from the object it is restored into."""
+
+
 class NotTrackableError(TrackpointError, TypeError):
     """A value cannot be saved into a checkpoint (unsupported dtype or object)."""
 
 
 class TrackpointWarning(UserWarning):
     """Base of every warning trackpoint emits."""
+
+
+class PartialRestoreWarning(TrackpointWarning):
+    """Values in a checkpoint were not used by a restore and `expect_partial()` was not called."""

@@ -1,0 +1,244 @@
+"""`Checkpoint` and `CheckpointOptions`: `tf.train.Checkpoint` for every framework.
+
+`save(prefix)` writes `prefix-N` (N from `save_counter`) and updates the folder's
+`checkpoint` state file; `write(prefix)` writes exactly `prefix` and touches no state file;
+`restore(path)` / `read(path)` match the saved object graph to the live objects by
+structure and return a status object (TF format doc §1.2, §7).
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from google.protobuf.message import DecodeError
+
+from .errors import CorruptCheckpointError, InvalidValueError, TrackpointWarning
+from .format import BundleReader, BundleWriter, write_checkpoint_state
+from .format.protos import trackable_object_graph_pb2 as graph_pb2
+from .graph import (
+    OBJECT_GRAPH_KEY,
+    GraphView,
+    InitializationOnlyStatus,
+    LoadStatus,
+    Module,
+    NameBasedLoadStatus,
+    Restorer,
+    Trackable,
+    Variable,
+    to_trackable,
+)
+from .graph._trackable import check_compatible
+from .reader import resolve_prefix
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+
+    from ._typing import PathLike
+    from .graph import Value
+
+__all__ = ["Checkpoint", "CheckpointOptions"]
+
+SAVE_COUNTER = "save_counter"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CheckpointOptions:
+    """How a checkpoint is written.
+
+    Attributes:
+        num_shards: How many data files to split the values into (size-balanced).
+        durable: fsync every file and the folder before `save`/`write` returns, so the
+            checkpoint survives a power loss, not only a process crash.
+    """
+
+    num_shards: int = 1
+    durable: bool = False
+
+
+class _RootProxy(Trackable):
+    """`Checkpoint(root=obj, **kw)`: `obj` is node 0, with the other children beside its own."""
+
+    def __init__(self, checkpoint: Checkpoint, root: object) -> None:
+        self._checkpoint = checkpoint
+        self._root = to_trackable(root, path="(root)")
+
+    def trackable_children(self) -> Mapping[str, object]:
+        return {**self._root.trackable_children(), **self._checkpoint.trackable_children()}
+
+    def trackable_values(self) -> Mapping[str, Value]:
+        return self._root.trackable_values()
+
+    def lookup_child(self, name: str) -> object | None:
+        if name == "root":
+            return self
+        found = self._checkpoint.lookup_child(name)
+        return found if found is not None else self._root.lookup_child(name)
+
+    def defer_child(self, name: str, callback: Callable[[object], None]) -> bool:
+        return self._checkpoint.defer_child(name, callback) or self._root.defer_child(
+            name, callback
+        )
+
+
+class Checkpoint(Module):
+    """Groups trackable objects and saves/restores them in TensorFlow's format.
+
+    Args:
+        root: Optional object that becomes the checkpoint's root (node 0), as in TF.
+        **children: Objects to track, by name: trackables, NumPy arrays, or
+            dicts/lists/tuples holding them. Attached in sorted name order (TF's order).
+
+    Example:
+        >>> import tempfile, numpy as np, trackpoint
+        >>> w = trackpoint.Variable(np.ones(3, np.float32))
+        >>> ckpt = trackpoint.Checkpoint(w=w)
+        >>> path = ckpt.save(tempfile.mkdtemp() + "/ckpt")
+        >>> path.endswith("ckpt-1")
+        True
+        >>> w.assign(np.zeros(3))
+        >>> _ = ckpt.restore(path).assert_consumed()
+        >>> w.numpy()
+        array([1., 1., 1.], dtype=float32)
+    """
+
+    def __init__(self, root: object = None, **children: object) -> None:
+        self._root_object = root
+        self._save_counter: Variable | None = None
+        for name in sorted(children):
+            if name == SAVE_COUNTER:
+                raise InvalidValueError("'save_counter' is the Checkpoint's own counter's name")
+            setattr(self, name, children[name])
+
+    # -- the counter ----------------------------------------------------------------------
+
+    @property
+    def save_counter(self) -> Variable:
+        """An int64 variable counting `save` calls; created on first use, like TF's."""
+        if self._save_counter is None:
+            counter = Variable(np.int64(0), name=SAVE_COUNTER)
+            self._save_counter = counter
+            # Tracked after the user's children, as TF adds it; a restore waiting for it
+            # (deferred) fires now.
+            self._tp_children[SAVE_COUNTER] = counter
+            for callback in self._tp_deferred.pop(SAVE_COUNTER, ()):
+                callback(counter)
+        return self._save_counter
+
+    def _graph_root(self) -> Trackable:
+        return self if self._root_object is None else _RootProxy(self, self._root_object)
+
+    # -- saving ------------------------------------------------------------------------------
+
+    def write(self, file_prefix: PathLike, options: CheckpointOptions | None = None) -> str:
+        """Write exactly `file_prefix` (no counter bump, no state file); return it."""
+        options = options or CheckpointOptions()
+        prefix = os.fspath(file_prefix)
+        view = GraphView(self._graph_root())
+        graph_bytes = view.to_proto().SerializeToString()
+        with BundleWriter(prefix, num_shards=options.num_shards, durable=options.durable) as w:
+            for saved in view.saved_values():
+                w.add(saved.key, saved.value.read())
+            graph_value = np.empty((), dtype=object)
+            graph_value[()] = graph_bytes
+            # TF writes the object graph last, into the last shard (format doc §5.1).
+            w.add(OBJECT_GRAPH_KEY, graph_value, shard=options.num_shards - 1)
+        return prefix
+
+    def save(self, file_prefix: PathLike, options: CheckpointOptions | None = None) -> str:
+        """Write `file_prefix-N` (N = the bumped `save_counter`) and update the state file.
+
+        Returns:
+            The prefix written.
+        """
+        counter = self.save_counter
+        previous = int(counter.numpy())
+        counter.assign(previous + 1)
+        path = f"{os.fspath(file_prefix)}-{previous + 1}"
+        try:
+            self.write(path, options)
+        except BaseException:
+            counter.assign(previous)  # a failed save does not use up a number
+            raise
+        write_checkpoint_state(
+            os.path.dirname(path),
+            path,
+            [path],
+            durable=bool(options and options.durable),
+        )
+        return path
+
+    # -- restoring ---------------------------------------------------------------------------
+
+    def read(self, save_path: PathLike | None) -> LoadStatus | NameBasedLoadStatus | Any:
+        """Restore values from `save_path` (prefix, folder or SavedModel) without the counter.
+
+        Returns:
+            A status: `assert_consumed()`, `assert_existing_objects_matched()`,
+            `assert_nontrivial_match()`, `expect_partial()`.
+        """
+        if save_path is None:
+            return InitializationOnlyStatus()
+        prefix = resolve_prefix(save_path)
+        reader = BundleReader(prefix)
+        root = self._graph_root()
+        if OBJECT_GRAPH_KEY not in reader:
+            return _restore_by_name(reader, root, prefix)
+        raw = bytes(reader.get_tensor(OBJECT_GRAPH_KEY).reshape(-1)[0])
+        graph = graph_pb2.TrackableObjectGraph()
+        try:
+            graph.ParseFromString(raw)
+        except DecodeError as err:
+            raise CorruptCheckpointError(
+                f"the object graph of '{prefix}' does not parse ({err}); the checkpoint is "
+                "damaged — its values can still be read by key with load_checkpoint",
+                file=reader.index_path,
+                key=OBJECT_GRAPH_KEY,
+            ) from err
+        if not graph.nodes:
+            raise CorruptCheckpointError(
+                f"the object graph of '{prefix}' has no nodes", file=reader.index_path
+            )
+        restorer = Restorer(reader, graph, root)
+        restorer.run()
+        return LoadStatus(restorer, root, prefix)
+
+    def restore(self, save_path: PathLike | None) -> LoadStatus | NameBasedLoadStatus | Any:
+        """Like `read`, and restore `save_counter` too, so the next `save` continues the count."""
+        status = self.read(save_path)
+        if save_path is not None:
+            _ = self.save_counter  # created now: receives its deferred value, as in TF
+        return status
+
+
+def _restore_by_name(reader: BundleReader, root: Trackable, prefix: str) -> NameBasedLoadStatus:
+    """TF1 checkpoints have no object graph: match each variable by its name or path."""
+    keys = [info.key for info in reader.infos() if info.key != OBJECT_GRAPH_KEY]
+    matched: dict[str, str] = {}
+    unmatched: list[str] = []
+    for node in GraphView(root).nodes:
+        for saved in node.values:
+            candidates = []
+            if saved.full_name and saved.full_name != "Variable":
+                candidates.append(saved.full_name)
+            if node.names:
+                candidates.append("/".join(node.names))
+            key = next((c for c in candidates if c in reader), None)
+            if key is None:
+                unmatched.append(node.display)
+                continue
+            info = reader.info(key)
+            check_compatible(saved.value, info.shape, info.dtype.numpy or object, node.display)
+            saved.value.assign(reader.get_tensor(key))
+            matched[node.display] = key
+    warnings.warn(
+        f"'{prefix}' has no object graph (a TF1 name-based checkpoint): variables were matched "
+        f"by name or path instead of by structure ({len(matched)} matched, {len(unmatched)} "
+        f"not); check the result with status.assert_consumed()",
+        TrackpointWarning,
+        stacklevel=3,
+    )
+    return NameBasedLoadStatus(prefix, matched, unmatched, keys)

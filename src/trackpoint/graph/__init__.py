@@ -1,0 +1,44 @@
+"""Objects: the trackable protocol, TF's object graph and keys, matching on restore.
+
+Knows objects and the format layer; knows no concrete framework (adapters register types).
+"""
+
+from ._keys import OBJECT_GRAPH_KEY as OBJECT_GRAPH_KEY
+from ._keys import display_path as display_path
+from ._keys import escape_local_name as escape_local_name
+from ._matching import Restorer as Restorer
+from ._module import JSONState as JSONState
+from ._module import Module as Module
+from ._module import PythonState as PythonState
+from ._module import Variable as Variable
+from ._status import InitializationOnlyStatus as InitializationOnlyStatus
+from ._status import LoadStatus as LoadStatus
+from ._status import NameBasedLoadStatus as NameBasedLoadStatus
+from ._trackable import ArrayValue as ArrayValue
+from ._trackable import Trackable as Trackable
+from ._trackable import Value as Value
+from ._trackable import register as register
+from ._trackable import to_trackable as to_trackable
+from ._view import GraphView as GraphView
+from ._view import walk as walk
+
+__all__ = [
+    "OBJECT_GRAPH_KEY",
+    "ArrayValue",
+    "GraphView",
+    "InitializationOnlyStatus",
+    "JSONState",
+    "LoadStatus",
+    "Module",
+    "NameBasedLoadStatus",
+    "PythonState",
+    "Restorer",
+    "Trackable",
+    "Value",
+    "Variable",
+    "display_path",
+    "escape_local_name",
+    "register",
+    "to_trackable",
+    "walk",
+]

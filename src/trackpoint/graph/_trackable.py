@@ -1,0 +1,285 @@
+"""The trackable protocol: what trackpoint needs to know about an object to checkpoint it.
+
+An object in a checkpoint is a node of a graph. trackpoint asks each node, in this order:
+
+1. `trackable_children()` — its named children (other objects), in a stable order. Saving
+   walks them breadth-first from the root; restoring looks a saved child up by name with
+   `lookup_child(name)`.
+2. `trackable_values()` — its named tensor values (`{"VARIABLE_VALUE": value}` for a
+   variable), each a `Value`: `read()` gives a host snapshot to save, `assign()` (or the
+   in-place buffer of `restore_buffer()`) takes the restored array.
+3. For optimizers only: `slot_names()` and `get_slot(variable, name)` — state tied to a
+   variable (saved under `.OPTIMIZER_SLOT`); on restore `create_slot(variable, name,
+   value)` makes the state when the optimizer has none yet.
+4. On restore, when a saved child has no live object yet, `defer_child(name, callback)`
+   lets the node call back once an object is attached under that name (a layer built
+   after `restore`). Nodes that cannot notice new children return False.
+
+Objects that are not `Trackable` themselves (NumPy arrays, dicts, lists, tuples, and
+framework objects through adapters) are turned into one by `to_trackable`, which
+dispatches on the object's type through a registry; `register(type, factory)` adds types.
+
+Example — a custom object with one value and one child:
+
+    >>> import numpy as np
+    >>> class Scaler(Trackable):
+    ...     def __init__(self):
+    ...         self.scale = np.ones(3, np.float32)
+    ...         self.offset = Variable(np.zeros(3, np.float32))
+    ...     def trackable_children(self):
+    ...         return {"offset": self.offset}
+    ...     def trackable_values(self):
+    ...         return {"scale": ArrayValue(self.scale)}
+    >>> sorted(Scaler().trackable_children())
+    ['offset']
+"""
+
+from __future__ import annotations
+
+import threading
+from abc import ABC
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from trackpoint.errors import (
+    DTypeMismatchError,
+    InvalidValueError,
+    NotTrackableError,
+    ShapeMismatchError,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping, Sequence
+
+    from numpy.typing import NDArray
+
+__all__ = [
+    "ArrayValue",
+    "Trackable",
+    "Value",
+    "register",
+    "to_trackable",
+]
+
+
+class Value(ABC):
+    """One tensor value of a trackable: how to snapshot it and how to restore it.
+
+    Attributes:
+        shape: The value's shape.
+        dtype: The NumPy dtype it is saved as (object for strings).
+    """
+
+    shape: tuple[int, ...]
+    dtype: np.dtype[Any]
+
+    def read(self) -> NDArray[Any]:
+        """A host array of the current value (may share memory with the live value)."""
+        raise NotImplementedError
+
+    def assign(self, value: NDArray[Any]) -> None:
+        """Set the live value from a restored array of the same shape and dtype."""
+        raise NotImplementedError
+
+    def restore_buffer(self) -> NDArray[Any] | None:
+        """A writeable C-contiguous host array that *is* the live value, or None.
+
+        When given, restore reads the checkpoint's bytes straight into it (no copy).
+        """
+        return None
+
+
+class ArrayValue(Value):
+    """A value backed by a NumPy array that is restored in place.
+
+    Args:
+        array: The live array. Restore writes into its memory, so the caller's references
+            see the restored values; shape and dtype must match the checkpoint's.
+    """
+
+    def __init__(self, array: NDArray[Any]) -> None:
+        self.array = array
+        self.shape = tuple(array.shape)
+        self.dtype = array.dtype
+
+    def read(self) -> NDArray[Any]:
+        return self.array
+
+    def assign(self, value: NDArray[Any]) -> None:
+        if not self.array.flags.writeable:
+            raise InvalidValueError(
+                "cannot restore into a read-only array; pass a writeable array "
+                "(np.array(x) makes one)"
+            )
+        np.copyto(self.array, value, casting="no")
+
+    def restore_buffer(self) -> NDArray[Any] | None:
+        flags = self.array.flags
+        if flags.c_contiguous and flags.writeable and self.array.dtype.kind != "O":
+            return self.array
+        return None
+
+
+def check_compatible(value: Value, array_shape: Sequence[int], dtype: Any, where: str) -> None:
+    """Raise a clear mismatch error when a checkpoint value cannot go into `value`."""
+    shape = tuple(int(d) for d in array_shape)
+    if shape != value.shape:
+        raise ShapeMismatchError(
+            f"{where} is {list(shape)} in the checkpoint but {list(value.shape)} in the program",
+            key=None,
+        )
+    saved = np.dtype(dtype)
+    if saved != value.dtype and not (saved.kind in "OSU" and value.dtype.kind in "OSU"):
+        raise DTypeMismatchError(
+            f"{where} is {_dtype_name(saved)} in the checkpoint but {_dtype_name(value.dtype)} "
+            "in the program; convert one of them (trackpoint does not cast silently)"
+        )
+
+
+def _dtype_name(dtype: np.dtype[Any]) -> str:
+    return "string" if dtype.kind in "OSU" else str(dtype)
+
+
+class Trackable:
+    """Base class of objects that know how to be checkpointed (see the module docstring)."""
+
+    def trackable_children(self) -> Mapping[str, object]:
+        """Named children, in the order a breadth-first save meets them."""
+        return {}
+
+    def trackable_values(self) -> Mapping[str, Value]:
+        """Named tensor values of this object (`{"VARIABLE_VALUE": v}` for a variable)."""
+        return {}
+
+    def lookup_child(self, name: str) -> object | None:
+        """The live child called `name`, or None."""
+        return self.trackable_children().get(name)
+
+    def defer_child(self, name: str, callback: Callable[[object], None]) -> bool:
+        """Call `callback(child)` when a child called `name` is attached later.
+
+        Returns:
+            True if this object will call back; False if it cannot notice new children.
+        """
+        del name, callback
+        return False
+
+    def slot_names(self) -> Sequence[str]:
+        """Names of per-variable state this optimizer keeps (empty for non-optimizers)."""
+        return ()
+
+    def get_slot(self, variable: object, slot_name: str) -> object | None:
+        """The slot `slot_name` of `variable`, or None when it has none (yet)."""
+        del variable, slot_name
+        return None
+
+    def create_slot(self, variable: object, slot_name: str, value: NDArray[Any]) -> object:
+        """Create slot `slot_name` for `variable` holding `value` (restore into fresh state)."""
+        raise NotTrackableError(
+            f"{type(self).__name__} has no slot {slot_name!r} and cannot create one"
+        )
+
+    @property
+    def trackable_name(self) -> str:
+        """The `full_name` written for this object's values (TF1-style name; informative)."""
+        return ""
+
+
+# ---------------------------------------------------------------------------------------
+# Wrappers for objects that are not Trackable themselves
+
+
+class _ArrayTrackable(Trackable):
+    """A bare NumPy array saved as a variable (`VARIABLE_VALUE`), restored in place."""
+
+    def __init__(self, array: NDArray[Any]) -> None:
+        self._value = ArrayValue(array)
+
+    def trackable_values(self) -> Mapping[str, Value]:
+        return {"VARIABLE_VALUE": self._value}
+
+
+def _is_trackable_element(value: object) -> bool:
+    return isinstance(value, (Trackable, np.ndarray, list, dict, tuple)) or (
+        _lookup_factory(type(value)) is not None
+    )
+
+
+class _ListTrackable(Trackable):
+    """A list or tuple: trackable elements are children named by their index."""
+
+    def __init__(self, items: list[Any] | tuple[Any, ...]) -> None:
+        self._items = items
+
+    def trackable_children(self) -> Mapping[str, object]:
+        return {str(i): v for i, v in enumerate(self._items) if _is_trackable_element(v)}
+
+
+class _DictTrackable(Trackable):
+    """A dict: trackable values are children named by their key (insertion order)."""
+
+    def __init__(self, items: dict[Any, Any]) -> None:
+        self._items = items
+
+    def trackable_children(self) -> Mapping[str, object]:
+        children: dict[str, object] = {}
+        for key, value in self._items.items():
+            if not isinstance(key, str):
+                raise NotTrackableError(
+                    f"a tracked dict has the key {key!r}; checkpointed dicts need string keys "
+                    "(TensorFlow's rule too)"
+                )
+            if _is_trackable_element(value):
+                children[key] = value
+        return children
+
+
+#: type → factory(obj) -> Trackable, for types that are not Trackable subclasses.
+_REGISTRY: dict[type, Callable[[Any], Trackable]] = {
+    np.ndarray: _ArrayTrackable,
+    list: _ListTrackable,
+    tuple: _ListTrackable,
+    dict: _DictTrackable,
+}
+_REGISTRY_LOCK = threading.Lock()
+
+
+def register(cls: type, factory: Callable[[Any], Trackable]) -> None:
+    """Teach trackpoint to checkpoint objects of type `cls` (and its subclasses).
+
+    Args:
+        cls: The type to handle.
+        factory: Called with an object of that type; returns a `Trackable` describing it.
+            It is called once per object per save or restore.
+    """
+    with _REGISTRY_LOCK:
+        _REGISTRY[cls] = factory
+
+
+def _lookup_factory(cls: type) -> Callable[[Any], Trackable] | None:
+    for base in cls.__mro__:
+        factory = _REGISTRY.get(base)
+        if factory is not None:
+            return factory
+    return None
+
+
+def to_trackable(obj: object, *, path: str = "") -> Trackable:
+    """The `Trackable` view of `obj` (itself when it is one).
+
+    Raises:
+        NotTrackableError: no adapter knows `obj`'s type; the message names the type and
+            the object's path and points at `register`.
+    """
+    if isinstance(obj, Trackable):
+        return obj
+    factory = _lookup_factory(type(obj))
+    if factory is None:
+        where = f" at {path}" if path else ""
+        raise NotTrackableError(
+            f"trackpoint does not know how to checkpoint a {type(obj).__module__}."
+            f"{type(obj).__qualname__}{where}; wrap it in trackpoint.Variable / a Module, or "
+            "teach trackpoint with trackpoint.register(type, factory)"
+        )
+    return factory(obj)

@@ -1,0 +1,180 @@
+"""The saving view: live objects → TF's `TrackableObjectGraph` and checkpoint keys.
+
+Built exactly as TensorFlow builds it (TF format doc §7.3): nodes breadth-first from the
+root, children in each object's own order, a node's id given when first discovered (a
+shared object keeps its first id and its first, shortest path); then slot variables, for
+each optimizer node in node order, for each slot name, for each variable in node order.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from trackpoint.errors import NotTrackableError
+from trackpoint.format.protos import trackable_object_graph_pb2 as graph_pb2
+
+from ._keys import attribute_key, display_path, escape_local_name, object_path, slot_key
+from ._trackable import Trackable, Value, to_trackable
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+__all__ = ["GraphView", "SavedValue", "ViewNode", "walk"]
+
+
+@dataclass(frozen=True, slots=True)
+class SavedValue:
+    """One value to save: its bundle key, its name on the node, and where to read it."""
+
+    key: str
+    name: str
+    full_name: str
+    value: Value
+    node_id: int
+
+
+@dataclass(slots=True)
+class ViewNode:
+    """One object of the graph being saved."""
+
+    node_id: int
+    obj: object
+    trackable: Trackable
+    names: tuple[str, ...] | None  # None for slot variables (nobody's child)
+    key_path: str
+    children: list[tuple[str, int]] = field(default_factory=list)
+    values: list[SavedValue] = field(default_factory=list)
+    slots: list[tuple[int, str, int]] = field(default_factory=list)
+
+    @property
+    def display(self) -> str:
+        return display_path(self.names) if self.names is not None else self.key_path
+
+
+def walk(root: object) -> Iterator[object]:
+    """Every object reachable from `root` through children, each once, breadth-first."""
+    seen = {id(root)}
+    keep = [root]  # ids are only unique while the objects live
+    queue = deque([root])
+    while queue:
+        obj = queue.popleft()
+        yield obj
+        for name, child in to_trackable(obj).trackable_children().items():
+            del name
+            if id(child) not in seen:
+                seen.add(id(child))
+                keep.append(child)
+                queue.append(child)
+
+
+class GraphView:
+    """The object graph of `root` as it would be saved now.
+
+    Attributes:
+        nodes: Every node, node 0 the root, in TF's id order.
+    """
+
+    def __init__(self, root: object) -> None:
+        self.nodes: list[ViewNode] = []
+        self._ids: dict[int, int] = {}
+        self._add(root, (), "")
+        queue = deque([0])
+        while queue:
+            node = self.nodes[queue.popleft()]
+            for name, child in node.trackable.trackable_children().items():
+                child_id = self._ids.get(id(child))
+                if child_id is None:
+                    names = (*(node.names or ()), name)
+                    child_id = self._add(child, names, object_path(names))
+                    queue.append(child_id)
+                node.children.append((name, child_id))
+        self._add_slot_variables()
+        for node in self.nodes:
+            self._collect_values(node)
+
+    def _add(self, obj: object, names: tuple[str, ...], key_path: str) -> int:
+        trackable = to_trackable(obj, path=display_path(names))
+        node = ViewNode(len(self.nodes), obj, trackable, names, key_path)
+        self.nodes.append(node)
+        self._ids[id(obj)] = node.node_id
+        return node.node_id
+
+    def _add_slot_variables(self) -> None:
+        bfs_nodes = list(self.nodes)
+        for optimizer in bfs_nodes:
+            slot_names = optimizer.trackable.slot_names()
+            for slot_name in slot_names:
+                for variable in bfs_nodes:
+                    slot = optimizer.trackable.get_slot(variable.obj, slot_name)
+                    if slot is None:
+                        continue
+                    if id(slot) in self._ids:
+                        raise NotTrackableError(
+                            f"slot {slot_name!r} of {variable.display} is also a child of "
+                            f"{self.nodes[self._ids[id(slot)]].display}; a slot variable "
+                            "cannot be tracked twice"
+                        )
+                    key = slot_key(variable.key_path, optimizer.key_path, slot_name)
+                    slot_node = ViewNode(
+                        len(self.nodes),
+                        slot,
+                        to_trackable(slot, path=key),
+                        None,
+                        key[: -len("/.ATTRIBUTES/VARIABLE_VALUE")],
+                    )
+                    self.nodes.append(slot_node)
+                    self._ids[id(slot)] = slot_node.node_id
+                    optimizer.slots.append((variable.node_id, slot_name, slot_node.node_id))
+
+    def _collect_values(self, node: ViewNode) -> None:
+        full_name = node.trackable.trackable_name
+        for name, value in node.trackable.trackable_values().items():
+            escaped = escape_local_name(name)
+            node.values.append(
+                SavedValue(
+                    attribute_key(node.key_path, escaped), escaped, full_name, value, node.node_id
+                )
+            )
+
+    def saved_values(self) -> list[SavedValue]:
+        """Every value to save, in node order (TF's data-file order)."""
+        return [value for node in self.nodes for value in node.values]
+
+    def to_proto(self) -> graph_pb2.TrackableObjectGraph:
+        """The `TrackableObjectGraph` TF writes for these objects."""
+        has_values = self._has_checkpoint_values()
+        graph = graph_pb2.TrackableObjectGraph()
+        for node in self.nodes:
+            proto = graph.nodes.add()
+            for name, child_id in node.children:
+                proto.children.add(node_id=child_id, local_name=name)
+            for value in node.values:
+                proto.attributes.add(
+                    name=value.name, full_name=value.full_name, checkpoint_key=value.key
+                )
+            for original, slot_name, slot_id in node.slots:
+                proto.slot_variables.add(
+                    original_variable_node_id=original,
+                    slot_name=slot_name,
+                    slot_variable_node_id=slot_id,
+                )
+            proto.has_checkpoint_values.value = has_values[node.node_id]
+        return graph
+
+    def _has_checkpoint_values(self) -> list[bool]:
+        # True when a node or anything below it (children edges only) holds values;
+        # propagated from the valued nodes up their parents until nothing changes.
+        has = [bool(n.values or n.slots) for n in self.nodes]
+        parents: dict[int, list[int]] = {}
+        for node in self.nodes:
+            for _, child_id in node.children:
+                parents.setdefault(child_id, []).append(node.node_id)
+        stack = [i for i, flag in enumerate(has) if flag]
+        while stack:
+            for parent in parents.get(stack.pop(), ()):
+                if not has[parent]:
+                    has[parent] = True
+                    stack.append(parent)
+        return has

@@ -1,0 +1,262 @@
+"""`CheckpointManager`: keep the last N checkpoints of a folder, as `tf.train.CheckpointManager`.
+
+Same parameters, numbering, state file (with timestamps and `last_preserved_timestamp`, so
+TensorFlow's own manager can continue the folder) and deletion policy as TF. Safer than
+TF where TF is careless: old checkpoints are deleted only after the new one is complete
+and recorded; only files of the manager's own prefix in its own folder are deleted,
+matched by name (never a glob, never through a path that leaves the folder).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import time
+from collections import OrderedDict
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .errors import InvalidValueError
+from .format import latest_checkpoint as _latest_in_folder
+from .format import read_checkpoint_state, write_checkpoint_state
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from ._typing import PathLike
+    from .checkpoint import Checkpoint, CheckpointOptions
+
+__all__ = ["CheckpointManager", "latest_checkpoint"]
+
+
+def latest_checkpoint(checkpoint_dir: PathLike) -> str | None:
+    """The newest checkpoint's prefix in `checkpoint_dir`, or None (`tf.train.latest_checkpoint`).
+
+    Raises:
+        CorruptCheckpointError: the folder's state file exists but cannot be read.
+    """
+    return _latest_in_folder(checkpoint_dir)
+
+
+def _as_int(value: Any) -> int:
+    return int(np.asarray(value))
+
+
+class CheckpointManager:
+    """Saves numbered checkpoints into a folder and deletes the old ones.
+
+    Args:
+        checkpoint: The `Checkpoint` to save and restore.
+        directory: The folder (created when missing).
+        max_to_keep: How many recent checkpoints to keep; None keeps all.
+        keep_checkpoint_every_n_hours: Also keep one checkpoint per this many hours.
+        checkpoint_name: The prefix's name (`ckpt` → `ckpt-7`).
+        step_counter: A variable (or array) holding the training step, for
+            `checkpoint_interval`.
+        checkpoint_interval: Save only when the step advanced this much since the last save.
+        init_fn: Called by `restore_or_initialize` when there is nothing to restore.
+
+    Example:
+        >>> import tempfile, numpy as np, trackpoint
+        >>> ckpt = trackpoint.Checkpoint(w=trackpoint.Variable(np.zeros(2)))
+        >>> manager = trackpoint.CheckpointManager(ckpt, tempfile.mkdtemp(), max_to_keep=2)
+        >>> for _ in range(3):
+        ...     _ = manager.save()
+        >>> [os.path.basename(p) for p in manager.checkpoints]
+        ['ckpt-2', 'ckpt-3']
+    """
+
+    def __init__(
+        self,
+        checkpoint: Checkpoint,
+        directory: PathLike,
+        max_to_keep: int | None,
+        keep_checkpoint_every_n_hours: float | None = None,
+        checkpoint_name: str = "ckpt",
+        step_counter: Any = None,
+        checkpoint_interval: int | None = None,
+        init_fn: Callable[[], object] | None = None,
+    ) -> None:
+        if max_to_keep is not None and max_to_keep <= 0:
+            raise InvalidValueError(
+                f"max_to_keep must be a positive number or None (keep all), not {max_to_keep}"
+            )
+        if checkpoint_interval is not None and step_counter is None:
+            raise InvalidValueError("checkpoint_interval needs a step_counter to count steps")
+        if not checkpoint_name or "/" in checkpoint_name or os.sep in checkpoint_name:
+            raise InvalidValueError(
+                f"checkpoint_name must be a plain name, not {checkpoint_name!r}"
+            )
+        self._checkpoint = checkpoint
+        self._directory = os.fspath(directory)
+        self._max_to_keep = max_to_keep
+        self._keep_every_n_hours = keep_checkpoint_every_n_hours
+        self._checkpoint_name = checkpoint_name
+        self._prefix = os.path.join(self._directory, checkpoint_name)
+        self._step_counter = step_counter
+        self._checkpoint_interval = checkpoint_interval
+        self._init_fn = init_fn
+        self._last_checkpoint_step: int | None = None
+        self._own_name = re.compile(re.escape(checkpoint_name) + r"-\d+")
+        self._maybe_delete: OrderedDict[str, float] = OrderedDict()
+        now = time.time()
+        state = read_checkpoint_state(self._directory)
+        if state is None:
+            self._latest: str | None = None
+            # A second earlier, so that a manager re-created at once does not adopt
+            # checkpoints it did not write (TF's rule).
+            self._last_preserved = now - 1.0
+            return
+        self._latest = state.model_checkpoint_path
+        self._last_preserved = min(state.last_preserved_timestamp or 0.0, now)
+        stamps = list(state.all_model_checkpoint_timestamps) or [self._last_preserved] * len(
+            state.all_model_checkpoint_paths
+        )
+        for path, stamp in zip(state.all_model_checkpoint_paths, stamps, strict=False):
+            stamp = min(stamp, now)
+            # Checkpoints older than the preserved mark are not this manager's to delete.
+            if stamp > self._last_preserved:
+                self._maybe_delete[path] = stamp
+
+    # -- properties ---------------------------------------------------------------------
+
+    @property
+    def directory(self) -> str:
+        """The folder checkpoints are saved into."""
+        return self._directory
+
+    @property
+    def checkpoint(self) -> Checkpoint:
+        """The managed `Checkpoint`."""
+        return self._checkpoint
+
+    @property
+    def latest_checkpoint(self) -> str | None:
+        """The prefix of the newest checkpoint, or None."""
+        return self._latest
+
+    @property
+    def checkpoints(self) -> list[str]:
+        """Prefixes of the kept checkpoints this manager may delete, oldest first."""
+        return list(self._maybe_delete)
+
+    @property
+    def checkpoint_interval(self) -> int | None:
+        """Minimum step difference between saves, or None."""
+        return self._checkpoint_interval
+
+    # -- saving ---------------------------------------------------------------------------
+
+    def save(
+        self,
+        checkpoint_number: int | None = None,
+        check_interval: bool = True,
+        options: CheckpointOptions | None = None,
+    ) -> str | None:
+        """Save a new checkpoint, record it, then delete the ones beyond `max_to_keep`.
+
+        Args:
+            checkpoint_number: The number in the prefix; default: the bumped `save_counter`.
+            check_interval: Honour `checkpoint_interval` (skip when too few steps passed).
+            options: How to write it.
+
+        Returns:
+            The new prefix, or None when skipped because of `checkpoint_interval`.
+        """
+        if self._checkpoint_interval is not None:
+            step = _as_int(self._step_counter)
+            if self._last_checkpoint_step is not None:
+                if step == self._last_checkpoint_step:
+                    return None
+                if check_interval and step < self._last_checkpoint_step + self._checkpoint_interval:
+                    return None
+            self._last_checkpoint_step = step
+        counter = self._checkpoint.save_counter
+        previous = _as_int(counter.numpy())
+        counter.assign(previous + 1)
+        number = previous + 1 if checkpoint_number is None else _as_int(checkpoint_number)
+        path = f"{self._prefix}-{number}"
+        try:
+            self._checkpoint.write(path, options)
+        except BaseException:
+            counter.assign(previous)
+            raise
+        stamp = time.time()
+        # An overwritten checkpoint moves to the end of the queue.
+        self._maybe_delete.pop(path, None)
+        self._maybe_delete[path] = stamp
+        self._latest = path
+        durable = bool(options and options.durable)
+        # Record the new checkpoint before deleting anything, then again without the
+        # deleted ones: a crash in between leaves a state file that names files that exist.
+        self._record_state(durable)
+        if self._sweep():
+            self._record_state(durable)
+        return path
+
+    def _record_state(self, durable: bool) -> None:
+        if self._latest is None:
+            return
+        write_checkpoint_state(
+            self._directory,
+            self._latest,
+            list(self._maybe_delete),
+            list(self._maybe_delete.values()),
+            self._last_preserved,
+            durable=durable,
+        )
+
+    def _sweep(self) -> bool:
+        """Delete the oldest checkpoints beyond `max_to_keep`; True if anything changed."""
+        if self._max_to_keep is None:
+            return False
+        changed = False
+        while len(self._maybe_delete) > self._max_to_keep:
+            path, stamp = self._maybe_delete.popitem(last=False)
+            changed = True
+            if (
+                self._keep_every_n_hours is not None
+                and stamp - self._keep_every_n_hours * 3600.0 >= self._last_preserved
+            ):
+                self._last_preserved = stamp  # kept for good, no longer listed
+                continue
+            self._delete(path)
+        return changed
+
+    def _delete(self, prefix: str) -> None:
+        folder, name = os.path.split(prefix)
+        if os.path.abspath(folder or ".") != os.path.abspath(self._directory):
+            return  # not in this manager's folder: never ours to delete
+        if not self._own_name.fullmatch(name) or prefix == self._latest:
+            return
+        data = re.compile(re.escape(name) + r"\.data-\d{5,}-of-\d{5,}")
+        # The index first: without it the prefix is no checkpoint, whatever remains.
+        victims = [
+            f"{name}.index",
+            *sorted(n for n in os.listdir(self._directory) if data.fullmatch(n)),
+        ]
+        for victim in victims:
+            path = os.path.join(self._directory, victim)
+            if os.path.islink(path):
+                continue
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+
+    # -- restoring ------------------------------------------------------------------------
+
+    def restore_or_initialize(self) -> str | None:
+        """Restore the latest checkpoint if there is one, else call `init_fn`.
+
+        Returns:
+            The restored prefix, or None when initialized.
+        """
+        if self._latest is not None:
+            self._checkpoint.restore(self._latest)
+            if self._checkpoint_interval is not None:
+                self._last_checkpoint_step = _as_int(self._step_counter)
+            return self._latest
+        if self._init_fn is not None:
+            self._init_fn()
+        return None
