@@ -123,6 +123,10 @@ class Module(Trackable):
         object.__setattr__(self, "_tp_deferred", {})
         return self
 
+    if TYPE_CHECKING:
+        # Modules hold whatever attributes their code assigns; let type checkers know.
+        def __getattr__(self, name: str) -> Any: ...
+
     def __setattr__(self, name: str, value: Any) -> None:
         object.__setattr__(self, name, value)
         if name.startswith("_"):

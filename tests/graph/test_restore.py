@@ -1,0 +1,264 @@
+"""Restore by graph matching: structure, deferral, slots, statuses and their messages."""
+
+from __future__ import annotations
+
+import gc
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import trackpoint
+from trackpoint.format import BundleWriter
+from trackpoint.optimizers import SGD, Adam
+
+from .conftest import Dense, Net
+
+
+def _trained(tmp_path: Path) -> tuple[Net, Adam, str]:
+    net, opt = Net(seed=1), Adam(0.01)
+    for _ in range(2):
+        opt.apply_gradients([(np.ones_like(v.numpy()), v) for v in net.variables])
+    path = trackpoint.Checkpoint(model=net, optimizer=opt).save(tmp_path / "ckpt")
+    return net, opt, path
+
+
+def _assert_same(a: Net, b: Net) -> None:
+    for x, y in zip(a.variables, b.variables, strict=True):
+        np.testing.assert_array_equal(x.numpy(), y.numpy())
+
+
+def test_restore_matches_by_structure_not_by_python_names(tmp_path: Path) -> None:
+    net, opt, path = _trained(tmp_path)
+    rebuilt, fresh_opt = Net(seed=7), Adam(0.01)
+    # The Python variables are named differently; the attribute names are the same.
+    status = trackpoint.Checkpoint(model=rebuilt, optimizer=fresh_opt).restore(path)
+    status.assert_consumed()
+    _assert_same(net, rebuilt)
+    # The optimizer had no state: restoring created its slots with the saved values.
+    for old, new in zip(net.variables, rebuilt.variables, strict=True):
+        for slot in ("m", "v"):
+            np.testing.assert_array_equal(
+                np.asarray(opt.get_slot(old, slot)), np.asarray(fresh_opt.get_slot(new, slot))
+            )
+    assert fresh_opt.beta1_power.numpy() == opt.beta1_power.numpy()
+
+
+def test_restore_writes_into_the_live_arrays_in_place(tmp_path: Path) -> None:
+    weights = {"w": np.arange(6, dtype=np.float64).reshape(2, 3)}
+    path = trackpoint.Checkpoint(params=weights).write(tmp_path / "w")
+    target = {"w": np.zeros((2, 3))}
+    alias = target["w"]
+    trackpoint.Checkpoint(params=target).read(path).assert_consumed()
+    assert target["w"] is alias
+    np.testing.assert_array_equal(alias, weights["w"])
+
+
+def test_restore_into_a_read_only_array_is_a_clear_error(tmp_path: Path) -> None:
+    path = trackpoint.Checkpoint(w=np.ones(3)).write(tmp_path / "w")
+    frozen = np.zeros(3)
+    frozen.flags.writeable = False
+    with pytest.raises(trackpoint.InvalidValueError, match="read-only"):
+        trackpoint.Checkpoint(w=frozen).read(path)
+
+
+def test_restore_into_non_contiguous_array_still_fills_it(tmp_path: Path) -> None:
+    path = trackpoint.Checkpoint(w=np.arange(3.0)).write(tmp_path / "w")
+    base = np.zeros(6)
+    view = base[::2]
+    trackpoint.Checkpoint(w=view).read(path).assert_consumed()
+    np.testing.assert_array_equal(base, [0, 0, 1, 0, 2, 0])
+
+
+def test_deferred_restoration_applies_when_the_layer_appears(tmp_path: Path) -> None:
+    net, _, path = _trained(tmp_path)
+    late = trackpoint.Module()
+    status = trackpoint.Checkpoint(model=late).read(path)
+    status.assert_existing_objects_matched()  # nothing built yet: nothing unmatched
+    late.dense_1 = Dense(4, 10, seed=9)  # created after restore
+    np.testing.assert_array_equal(late.dense_1.kernel.numpy(), net.dense_1.kernel.numpy())
+    late.dense_2 = Dense(10, 2, seed=9)
+    np.testing.assert_array_equal(late.dense_2.bias.numpy(), net.dense_2.bias.numpy())
+    status.expect_partial()  # the optimizer was not passed
+
+
+def test_save_counter_continues_after_restore(tmp_path: Path) -> None:
+    ckpt = trackpoint.Checkpoint(w=trackpoint.Variable(1.0))
+    first = ckpt.save(tmp_path / "ckpt")
+    ckpt.save(tmp_path / "ckpt")
+    again = trackpoint.Checkpoint(w=trackpoint.Variable(0.0))
+    again.restore(first).assert_consumed()
+    assert int(again.save_counter.numpy()) == 1
+    assert again.save(tmp_path / "ckpt").endswith("ckpt-2")
+
+
+def test_write_creates_no_counter_and_no_state_file(tmp_path: Path) -> None:
+    ckpt = trackpoint.Checkpoint(w=trackpoint.Variable(1.0))
+    assert ckpt.write(tmp_path / "exact") == str(tmp_path / "exact")
+    assert not (tmp_path / "checkpoint").exists()
+    keys = [k for k, _ in trackpoint.list_variables(tmp_path / "exact")]
+    assert "save_counter/.ATTRIBUTES/VARIABLE_VALUE" not in keys
+    ckpt.save(tmp_path / "ckpt")
+    state = (tmp_path / "checkpoint").read_text()
+    assert state == 'model_checkpoint_path: "ckpt-1"\nall_model_checkpoint_paths: "ckpt-1"\n'
+
+
+def test_shape_mismatch_names_the_object_and_both_shapes(tmp_path: Path) -> None:
+    _, _, path = _trained(tmp_path)
+    wrong = Net()
+    wrong.dense_1 = Dense(3, 10)
+    with pytest.raises(trackpoint.ShapeMismatchError) as info:
+        trackpoint.Checkpoint(model=wrong).read(path)
+    assert (
+        str(info.value)
+        == "model.dense_1.kernel is [4, 10] in the checkpoint but [3, 10] in the program"
+    )
+
+
+def test_dtype_mismatch_names_the_object_and_both_dtypes(tmp_path: Path) -> None:
+    path = trackpoint.Checkpoint(step=trackpoint.Variable(np.int64(3))).write(tmp_path / "c")
+    with pytest.raises(
+        trackpoint.DTypeMismatchError, match="step is int64 in the checkpoint but float32"
+    ):
+        trackpoint.Checkpoint(step=trackpoint.Variable(np.float32(0))).read(path)
+
+
+def test_renamed_layer_error_suggests_the_rename(tmp_path: Path) -> None:
+    _, _, path = _trained(tmp_path)
+    renamed = Net(first="dense_one")
+    status = trackpoint.Checkpoint(model=renamed, optimizer=Adam()).restore(path)
+    with pytest.raises(trackpoint.MismatchError) as info:
+        status.assert_existing_objects_matched()
+    message = str(info.value)
+    assert (
+        "model.dense_one has no value in the checkpoint; the checkpoint has model.dense_1 "
+        "(same shapes) — was it renamed?"
+    ) in message
+    assert "model.dense_one.kernel" in info.value.unrestored_objects
+    assert "model.dense_1.kernel" in info.value.unused_checkpoint_values
+    status.assert_nontrivial_match()
+    status.expect_partial()
+
+
+def test_missing_optimizer_is_named_with_the_fix(tmp_path: Path) -> None:
+    net, _, path = _trained(tmp_path)
+    model_only = Net(seed=3)
+    status = trackpoint.Checkpoint(model=model_only).restore(path)
+    status.assert_existing_objects_matched()  # the model itself is whole
+    _assert_same(net, model_only)
+    with pytest.raises(trackpoint.MismatchError) as info:
+        status.assert_consumed()
+    assert (
+        "the checkpoint holds optimizer state under 'optimizer' but the program's Checkpoint has "
+        "no 'optimizer': pass Checkpoint(model=model, optimizer=optimizer)"
+    ) in str(info.value)
+    assert any(p.startswith("optimizer") for p in info.value.unused_checkpoint_values)
+    status.expect_partial()
+
+
+def test_optimizer_missing_from_the_checkpoint_is_named(tmp_path: Path) -> None:
+    net = Net()
+    path = trackpoint.Checkpoint(model=net).save(tmp_path / "ckpt")
+    status = trackpoint.Checkpoint(model=Net(), optimizer=Adam()).restore(path)
+    with pytest.raises(trackpoint.MismatchError, match="was saved without an optimizer"):
+        status.assert_existing_objects_matched()
+
+
+def test_assert_nontrivial_match_fails_when_nothing_matches(tmp_path: Path) -> None:
+    path = trackpoint.Checkpoint(a=np.ones(1)).write(tmp_path / "c")
+    status = trackpoint.Checkpoint(b=np.ones(1)).read(path)
+    with pytest.raises(trackpoint.MismatchError, match="the checkpoint's root has a"):
+        status.assert_nontrivial_match()
+    with pytest.raises(AssertionError):  # MismatchError is an AssertionError, as in TF
+        status.assert_consumed()
+    status.expect_partial()
+
+
+def test_unused_values_warn_once_when_the_status_goes(tmp_path: Path) -> None:
+    path = trackpoint.Checkpoint(a=np.ones(1), b=np.ones(1)).write(tmp_path / "c")
+    status = trackpoint.Checkpoint(a=np.zeros(1)).read(path)
+    with pytest.warns(trackpoint.PartialRestoreWarning, match=r"1 value\(s\).*: b"):
+        del status  # the status holds no reference cycle: it goes (and warns) at once
+
+
+def test_expect_partial_silences_the_warning(
+    tmp_path: Path, recwarn: pytest.WarningsRecorder
+) -> None:
+    path = trackpoint.Checkpoint(a=np.ones(1), b=np.ones(1)).write(tmp_path / "c")
+    trackpoint.Checkpoint(a=np.zeros(1)).read(path).expect_partial()
+    gc.collect()
+    assert not [w for w in recwarn if issubclass(w.category, trackpoint.PartialRestoreWarning)]
+
+
+def test_restore_none_is_a_status_whose_assertions_fail() -> None:
+    status = trackpoint.Checkpoint(a=np.zeros(1)).restore(None)
+    with pytest.raises(trackpoint.MismatchError, match="no checkpoint was given"):
+        status.assert_consumed()
+    assert status.expect_partial() is status
+
+
+def test_name_based_checkpoint_falls_back_to_names_and_says_so(tmp_path: Path) -> None:
+    with BundleWriter(tmp_path / "model.ckpt-3") as writer:
+        writer.add("dense/kernel", np.arange(6, dtype=np.float32).reshape(2, 3))
+        writer.add("global_step", np.int64(3))
+    kernel = trackpoint.Variable(np.zeros((2, 3), np.float32), name="dense/kernel")
+    step = trackpoint.Variable(np.int64(0), name="global_step")
+    ckpt = trackpoint.Checkpoint(kernel=kernel, step=step)
+    with pytest.warns(trackpoint.TrackpointWarning, match="no object graph"):
+        status = ckpt.read(tmp_path / "model.ckpt-3")
+    status.assert_consumed()
+    assert int(step.numpy()) == 3
+    np.testing.assert_array_equal(kernel.numpy(), np.arange(6).reshape(2, 3))
+
+
+def test_name_based_fallback_reports_unmatched_variables(tmp_path: Path) -> None:
+    with BundleWriter(tmp_path / "m") as writer:
+        writer.add("a", np.zeros(1))
+    with pytest.warns(trackpoint.TrackpointWarning):
+        status = trackpoint.Checkpoint(b=trackpoint.Variable(np.zeros(1), name="b")).read(
+            tmp_path / "m"
+        )
+    with pytest.raises(trackpoint.MismatchError, match="found no key") as info:
+        status.assert_consumed()
+    assert info.value.unrestored_objects == ("b",)
+
+
+def test_python_state_round_trips(tmp_path: Path) -> None:
+    state = trackpoint.JSONState(epoch=3, config={"lr": 0.1})
+    path = trackpoint.Checkpoint(state=state).write(tmp_path / "s")
+    fresh = trackpoint.JSONState()
+    trackpoint.Checkpoint(state=fresh).read(path).assert_consumed()
+    assert fresh == {"epoch": 3, "config": {"lr": 0.1}}
+    assert trackpoint.list_variables(path)[-1] == ("state/.ATTRIBUTES/py_state", [])
+
+
+def test_sgd_momentum_slots_round_trip(tmp_path: Path) -> None:
+    w = trackpoint.Variable(np.ones(3, np.float32))
+    opt = SGD(0.1, momentum=0.9)
+    opt.apply_gradients([(np.ones(3, np.float32), w)])
+    path = trackpoint.Checkpoint(w=w, opt=opt).write(tmp_path / "c")
+    w2, opt2 = trackpoint.Variable(np.zeros(3, np.float32)), SGD(0.1, momentum=0.9)
+    trackpoint.Checkpoint(w=w2, opt=opt2).read(path).assert_consumed()
+    np.testing.assert_array_equal(np.asarray(opt2.get_slot(w2, "momentum")), np.ones(3))
+
+
+def test_slot_restore_waits_for_a_late_optimizer(tmp_path: Path) -> None:
+    _, _, path = _trained(tmp_path)
+    net = Net()
+    ckpt = trackpoint.Checkpoint(model=net)
+    status = ckpt.restore(path)
+    fresh = Adam(0.01)
+    ckpt.optimizer = fresh  # attached after restore: deferred, slots created now
+    status.assert_consumed()
+    assert fresh.get_slot(net.dense_2.bias, "v") is not None
+
+
+def test_root_object_is_node_zero(tmp_path: Path) -> None:
+    net = Net()
+    path = trackpoint.Checkpoint(root=net).write(tmp_path / "w")
+    assert [k for k, _ in trackpoint.list_variables(path)][1] == (
+        "dense_1/bias/.ATTRIBUTES/VARIABLE_VALUE"
+    )
+    other = Net(seed=5)
+    trackpoint.Checkpoint(root=other).read(path).assert_consumed()
+    _assert_same(net, other)

@@ -1,0 +1,153 @@
+"""`CheckpointManager`: TF's numbering, retention and state file, with safer deletion."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import trackpoint
+from trackpoint.format import read_checkpoint_state
+
+
+def _files(folder: Path) -> list[str]:
+    return sorted(os.listdir(folder))
+
+
+def _manager(
+    folder: Path, **kwargs: object
+) -> tuple[trackpoint.CheckpointManager, trackpoint.Variable]:
+    v = trackpoint.Variable(0.0)
+    ckpt = trackpoint.Checkpoint(v=v)
+    return trackpoint.CheckpointManager(ckpt, folder, **kwargs), v  # type: ignore[arg-type]
+
+
+def test_keeps_the_last_n_and_deletes_older_files(tmp_path: Path) -> None:
+    manager, v = _manager(tmp_path, max_to_keep=2)
+    for i in range(3):
+        v.assign(float(i + 1))
+        manager.save()
+    assert _files(tmp_path) == [
+        "checkpoint",
+        "ckpt-2.data-00000-of-00001",
+        "ckpt-2.index",
+        "ckpt-3.data-00000-of-00001",
+        "ckpt-3.index",
+    ]
+    assert manager.checkpoints == [str(tmp_path / "ckpt-2"), str(tmp_path / "ckpt-3")]
+    assert manager.latest_checkpoint == str(tmp_path / "ckpt-3")
+    state = read_checkpoint_state(tmp_path)
+    assert state is not None
+    assert state.all_model_checkpoint_paths == tuple(manager.checkpoints)
+    assert len(state.all_model_checkpoint_timestamps) == 2
+    assert state.last_preserved_timestamp is not None
+    assert trackpoint.load_checkpoint(tmp_path).get_tensor("v/.ATTRIBUTES/VARIABLE_VALUE") == 3.0
+
+
+def test_a_new_manager_adopts_the_folder_and_continues(tmp_path: Path) -> None:
+    manager, _ = _manager(tmp_path, max_to_keep=2)
+    manager.save()
+    manager.save()
+    again, _ = _manager(tmp_path, max_to_keep=2)
+    assert again.latest_checkpoint == str(tmp_path / "ckpt-2")
+    assert again.restore_or_initialize() == str(tmp_path / "ckpt-2")
+    assert again.save() == str(tmp_path / "ckpt-3")
+    assert [os.path.basename(p) for p in again.checkpoints] == ["ckpt-2", "ckpt-3"]
+    assert not (tmp_path / "ckpt-1.index").exists()
+
+
+def test_explicit_checkpoint_number(tmp_path: Path) -> None:
+    manager, _ = _manager(tmp_path, max_to_keep=None)
+    assert manager.save(checkpoint_number=100) == str(tmp_path / "ckpt-100")
+    assert manager.save() == str(tmp_path / "ckpt-2")
+    assert len(manager.checkpoints) == 2
+
+
+def test_checkpoint_interval_skips_saves_until_enough_steps(tmp_path: Path) -> None:
+    step = trackpoint.Variable(np.int64(0))
+    ckpt = trackpoint.Checkpoint(step=step)
+    manager = trackpoint.CheckpointManager(
+        ckpt, tmp_path, max_to_keep=None, step_counter=step, checkpoint_interval=10
+    )
+    saved = []
+    for s in range(0, 25, 5):
+        step.assign(s)
+        saved.append(manager.save())
+    assert [p and os.path.basename(p) for p in saved] == ["ckpt-1", None, "ckpt-2", None, "ckpt-3"]
+    step.assign(21)
+    assert manager.save(check_interval=False) is not None
+
+
+def test_restore_or_initialize_calls_init_fn_when_empty(tmp_path: Path) -> None:
+    called = []
+    v = trackpoint.Variable(0.0)
+    manager = trackpoint.CheckpointManager(
+        trackpoint.Checkpoint(v=v), tmp_path, max_to_keep=1, init_fn=lambda: called.append(1)
+    )
+    assert manager.restore_or_initialize() is None
+    assert called == [1]
+
+
+def test_keep_checkpoint_every_n_hours_preserves_old_ones(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = [1_000_000.0]
+    # The manager reads time.time() for its timestamps; a fake clock avoids sleeping.
+    monkeypatch.setattr("time.time", lambda: clock[0])
+    manager, _ = _manager(tmp_path, max_to_keep=1, keep_checkpoint_every_n_hours=1.0)
+    for _ in range(4):
+        clock[0] += 1800.0  # half an hour per save
+        manager.save()
+    # ckpt-1 (t+0.5h) is dropped, ckpt-2 (t+1h) is preserved, ckpt-3 dropped, ckpt-4 kept.
+    indexes = [f for f in _files(tmp_path) if f.endswith(".index")]
+    assert indexes == ["ckpt-2.index", "ckpt-4.index"]
+    assert manager.checkpoints == [str(tmp_path / "ckpt-4")]
+
+
+def test_deletes_only_its_own_prefix_in_its_own_folder(tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "precious.index").write_bytes(b"keep me")
+    run = tmp_path / "run"
+    manager, _ = _manager(run, max_to_keep=1)
+    manager.save()
+    # A state file edited to list a path outside the folder and a foreign prefix.
+    state = read_checkpoint_state(run)
+    assert state is not None
+    from trackpoint.format import write_checkpoint_state
+
+    (run / "other-1.index").write_bytes(b"foreign")
+    write_checkpoint_state(
+        run,
+        state.model_checkpoint_path,
+        [str(outside / "precious"), str(run / "other-1"), state.model_checkpoint_path],
+        [2e9, 2e9, 2e9],
+        1.0,
+    )
+    again, _ = _manager(run, max_to_keep=1)
+    again.save()
+    again.save()
+    assert (outside / "precious.index").read_bytes() == b"keep me"
+    assert (run / "other-1.index").read_bytes() == b"foreign"
+
+
+def test_failed_save_keeps_the_previous_latest(tmp_path: Path) -> None:
+    manager, _ = _manager(tmp_path, max_to_keep=2)
+    first = manager.save()
+    bad = trackpoint.Checkpoint(v=trackpoint.Variable(0.0), junk=[np.array([object()])])
+    failing = trackpoint.CheckpointManager(bad, tmp_path, max_to_keep=2)
+    with pytest.raises(trackpoint.TrackpointError):
+        failing.save()
+    assert trackpoint.latest_checkpoint(tmp_path) == first
+    assert int(bad.save_counter.numpy()) == 0
+    assert not [f for f in os.listdir(tmp_path) if "tempstate" in f]
+
+
+def test_invalid_arguments_are_refused(tmp_path: Path) -> None:
+    ckpt = trackpoint.Checkpoint()
+    with pytest.raises(trackpoint.InvalidValueError, match="max_to_keep"):
+        trackpoint.CheckpointManager(ckpt, tmp_path, max_to_keep=0)
+    with pytest.raises(trackpoint.InvalidValueError, match="step_counter"):
+        trackpoint.CheckpointManager(ckpt, tmp_path, max_to_keep=1, checkpoint_interval=5)
