@@ -131,6 +131,10 @@ def _inspect(reader: CheckpointReader, args: argparse.Namespace, out: Console) -
         shard = "sliced" if info.sliced else str(info.shard)
         table.add_row(info.key, info.dtype.name, _shape(info.shape), _human(info.size), shard)
     table.caption = f"{len(infos)} tensors · {elements:,} elements · {_human(total)}"
+    if not out.is_terminal:
+        # Piped output has no width to respect: keep every key on one line.
+        longest = max((len(i.key) for i in infos), default=0)
+        out.width = max(out.width, longest + 50)
     out.print(table)
     return 0
 
