@@ -112,6 +112,13 @@ class ArrayValue(Value):
                 "cannot restore into a read-only array; pass a writeable array "
                 "(np.array(x) makes one)"
             )
+        if not self.array.flags.c_contiguous:
+            # Restore reads the checkpoint's bytes straight into the target's memory, which
+            # needs one contiguous block; a strided view would silently be a copy elsewhere.
+            raise InvalidValueError(
+                f"cannot restore in place into a non-contiguous array (strides "
+                f"{self.array.strides}); pass np.ascontiguousarray(x) and keep that array"
+            )
         np.copyto(self.array, value, casting="no")
 
     def restore_buffer(self) -> NDArray[Any] | None:
