@@ -59,7 +59,7 @@ class CheckpointManager:
         init_fn: Called by `restore_or_initialize` when there is nothing to restore.
 
     Example:
-        >>> import tempfile, numpy as np, trackpoint
+        >>> import os, tempfile, numpy as np, trackpoint
         >>> ckpt = trackpoint.Checkpoint(w=trackpoint.Variable(np.zeros(2)))
         >>> manager = trackpoint.CheckpointManager(ckpt, tempfile.mkdtemp(), max_to_keep=2)
         >>> for _ in range(3):
@@ -217,7 +217,7 @@ class CheckpointManager:
             path, stamp = self._maybe_delete.popitem(last=False)
             changed = True
             if (
-                self._keep_every_n_hours is not None
+                self._keep_every_n_hours  # None or 0: keep none (TF tests it for truth)
                 and stamp - self._keep_every_n_hours * 3600.0 >= self._last_preserved
             ):
                 self._last_preserved = stamp  # kept for good, no longer listed

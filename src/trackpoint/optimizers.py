@@ -120,19 +120,22 @@ class Adam(_SlotOptimizer):
         return {"beta1_power": self.beta1_power, "beta2_power": self.beta2_power}
 
     def apply_gradients(self, grads_and_vars: GradsAndVars) -> None:
-        """One Adam step on every (gradient, variable) pair, in place."""
-        b1p = float(self.beta1_power.numpy())
-        b2p = float(self.beta2_power.numpy())
-        lr_t = self.learning_rate * np.sqrt(1 - b2p) / (1 - b1p)
+        """One Adam step on every (gradient, variable) pair, in place.
+
+        Computed in each variable's dtype with TF's kernel formulas (`ApplyAdam`), so
+        float32 results are bit-identical to `tf.compat.v1.train.AdamOptimizer`'s.
+        """
+        b1p, b2p = self.beta1_power.numpy(), self.beta2_power.numpy()
         for grad, variable in grads_and_vars:
             array = _array(variable)
+            t = array.dtype.type
+            one, beta1, beta2 = t(1), t(self.beta1), t(self.beta2)
+            alpha = t(self.learning_rate) * np.sqrt(one - t(b2p)) / (one - t(b1p))
             g = np.asarray(grad, dtype=array.dtype)
             m = self._slot(variable, "m")
             v = self._slot(variable, "v")
-            m *= self.beta1
-            m += (1 - self.beta1) * g
-            v *= self.beta2
-            v += (1 - self.beta2) * g * g
-            array -= (lr_t * m / (np.sqrt(v) + self.epsilon)).astype(array.dtype)
-        self.beta1_power.assign(np.float32(b1p * self.beta1))
-        self.beta2_power.assign(np.float32(b2p * self.beta2))
+            m += (g - m) * (one - beta1)
+            v += (g * g - v) * (one - beta2)
+            array -= (m * alpha) / (np.sqrt(v) + t(self.epsilon))
+        self.beta1_power.assign(b1p * np.float32(self.beta1))
+        self.beta2_power.assign(b2p * np.float32(self.beta2))

@@ -846,8 +846,10 @@ class BundleReader:
         # hold at least as many bytes as the full shape needs.
         for _, part in entry.slices:
             self._check_range(part)
-        itemsize = entry.dtype.itemsize
-        if itemsize is not None and entry.numel * itemsize > sum(p.size for _, p in entry.slices):
+        # A string element takes at least one length byte; a slice listed twice counts once.
+        itemsize = entry.dtype.itemsize or 1
+        stored = sum({extents: part.size for extents, part in entry.slices}.values())
+        if entry.numel * itemsize > stored:
             raise CorruptCheckpointError(
                 f"the stored slices of tensor '{entry.key}' hold fewer bytes than its shape "
                 f"{list(entry.shape)} needs; the index is damaged",

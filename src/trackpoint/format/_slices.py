@@ -55,7 +55,9 @@ def _encode_signed(value: int) -> bytes:
 
 
 def _encode_string(value: bytes) -> bytes:
-    return value.replace(b"\xff", b"\xff\x00").replace(b"\x00", b"\x00\xff") + b"\x00\x01"
+    # Escape each byte once: a chained replace would re-escape the 00 of an escaped ff.
+    escaped = b"\xff\x00".join(part.replace(b"\x00", b"\x00\xff") for part in value.split(b"\xff"))
+    return escaped + b"\x00\x01"
 
 
 def encode_slice_key(name: str, extents: Extents) -> bytes:

@@ -135,7 +135,8 @@ def _relative_if_inside(folder: str, path: str) -> str:
     absolute_folder = os.path.abspath(folder)
     if os.path.dirname(os.path.abspath(path)) == absolute_folder:
         return os.path.basename(path)
-    return path
+    # Readers join relative paths to the state file's folder, not to our working directory.
+    return os.path.abspath(path)
 
 
 def write_checkpoint_state(

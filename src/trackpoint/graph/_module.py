@@ -37,6 +37,7 @@ class Variable(Trackable, Value):
         dtype: Convert the initial value to this dtype.
 
     Example:
+        >>> from trackpoint import Variable
         >>> v = Variable([1.0, 2.0], dtype="float32")
         >>> v.assign([3.0, 4.0])
         >>> v.numpy()
@@ -46,7 +47,9 @@ class Variable(Trackable, Value):
     def __init__(
         self, initial_value: ArrayLike, *, name: str | None = None, dtype: DTypeLike | None = None
     ) -> None:
-        self._array: NDArray[Any] = np.array(initial_value, dtype=dtype, order="C", copy=True)
+        self._array: NDArray[Any] = _bytes_if_text(
+            np.array(initial_value, dtype=dtype, order="C", copy=True)
+        )
         self.name = "Variable" if name is None else name
         self.shape = tuple(self._array.shape)
         self.dtype = self._array.dtype
@@ -64,7 +67,7 @@ class Variable(Trackable, Value):
 
     def assign(self, value: ArrayLike) -> None:
         """Set the value in place; the shape must match and the dtype must be castable safely."""
-        array = np.asarray(value)
+        array = _bytes_if_text(np.asarray(value))
         if array.shape != self.shape:
             raise ShapeMismatchError(
                 f"cannot assign a value of shape {list(array.shape)} to variable '{self.name}' "
@@ -95,6 +98,20 @@ class Variable(Trackable, Value):
         return self._array if self._array.dtype.kind != "O" else None
 
 
+def _bytes_if_text(array: NDArray[Any]) -> NDArray[Any]:
+    """Fixed-width str/bytes arrays as object arrays of bytes, like a `tf.string` variable.
+
+    NumPy's `<U5`/`S5` would truncate a longer restored string (and refuse the restore);
+    object arrays hold strings of any length. `str` is stored UTF-8 encoded, as TF does.
+    """
+    if array.dtype.kind not in "US":
+        return array
+    out = np.empty(array.shape, dtype=object)
+    for index, item in np.ndenumerate(array):
+        out[index] = item.encode("utf-8") if isinstance(item, str) else bytes(item)
+    return out
+
+
 class Module(Trackable):
     """An object whose attributes are tracked as checkpoint children, like `tf.Module`.
 
@@ -104,6 +121,8 @@ class Module(Trackable):
     attribute exists (a layer created after `restore`) is applied when it is assigned.
 
     Example:
+        >>> import numpy as np
+        >>> from trackpoint import Module, Variable
         >>> class Dense(Module):
         ...     def __init__(self, n_in, n_out):
         ...         self.kernel = Variable(np.zeros((n_in, n_out), np.float32))
@@ -200,6 +219,7 @@ class JSONState(PythonState, dict):  # type: ignore[type-arg]
     """A dict of JSON-serializable Python values (counters, configs) saved as `py_state`.
 
     Example:
+        >>> from trackpoint import JSONState
         >>> state = JSONState(epoch=3, best_loss=0.25)
         >>> state.serialize()
         '{"best_loss": 0.25, "epoch": 3}'

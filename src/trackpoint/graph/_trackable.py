@@ -22,6 +22,7 @@ dispatches on the object's type through a registry; `register(type, factory)` ad
 Example — a custom object with one value and one child:
 
     >>> import numpy as np
+    >>> from trackpoint import Variable
     >>> class Scaler(Trackable):
     ...     def __init__(self):
     ...         self.scale = np.ones(3, np.float32)
