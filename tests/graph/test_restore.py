@@ -261,3 +261,63 @@ def test_root_object_is_node_zero(tmp_path: Path) -> None:
     other = Net(seed=5)
     trackpoint.Checkpoint(root=other).read(path).assert_consumed()
     _assert_same(net, other)
+
+
+class Frozen:
+    """An immutable leaf, like a JAX array: restore must build a new one."""
+
+    def __init__(self, value: np.ndarray) -> None:
+        self.value = value
+        self.value.flags.writeable = False
+
+
+class _FrozenValue(trackpoint.graph.Value):
+    def __init__(self, frozen: Frozen) -> None:
+        self.shape = frozen.value.shape
+        self.dtype = frozen.value.dtype
+        self._frozen = frozen
+
+    def read(self) -> np.ndarray:
+        return self._frozen.value
+
+    def assign(self, value: np.ndarray) -> object:
+        return Frozen(np.array(value))
+
+
+class _FrozenTrackable(trackpoint.Trackable):
+    def __init__(self, frozen: Frozen) -> None:
+        self._value = _FrozenValue(frozen)
+
+    def trackable_values(self) -> dict[str, trackpoint.graph.Value]:
+        return {"VARIABLE_VALUE": self._value}
+
+
+trackpoint.register(Frozen, _FrozenTrackable)
+
+
+def test_immutable_values_are_replaced_and_immutable_parents_rebuilt(tmp_path: Path) -> None:
+    from collections import namedtuple
+
+    Pair = namedtuple("Pair", ["a", "b"])
+    saved = {
+        "pair": Pair(Frozen(np.ones(2)), Frozen(np.full(3, 2.0))),
+        "list": [Frozen(np.ones(1))],
+    }
+    path = trackpoint.Checkpoint(params=saved).write(tmp_path / "p")
+    target = {"pair": Pair(Frozen(np.zeros(2)), Frozen(np.zeros(3))), "list": [Frozen(np.zeros(1))]}
+    old_pair = target["pair"]
+    ckpt = trackpoint.Checkpoint(params=target)
+    ckpt.read(path).assert_consumed()
+    assert ckpt.params is target  # the mutable dict was kept and updated in place
+    assert target["pair"] is not old_pair
+    assert isinstance(target["pair"], Pair)
+    np.testing.assert_array_equal(target["pair"].a.value, np.ones(2))
+    np.testing.assert_array_equal(target["pair"].b.value, np.full(3, 2.0))
+    np.testing.assert_array_equal(target["list"][0].value, np.ones(1))
+
+
+def test_immutable_value_directly_on_a_checkpoint_is_replaced(tmp_path: Path) -> None:
+    path = trackpoint.Checkpoint(w=Frozen(np.arange(3.0))).write(tmp_path / "w")
+    ckpt = trackpoint.Checkpoint(w=Frozen(np.zeros(3)))
+    ckpt.read(path).assert_consumed()
+    np.testing.assert_array_equal(ckpt.w.value, np.arange(3.0))

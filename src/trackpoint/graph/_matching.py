@@ -15,7 +15,7 @@ import warnings
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
-from trackpoint.errors import TrackpointWarning
+from trackpoint.errors import NotTrackableError, TrackpointWarning
 
 from ._keys import VARIABLE_VALUE, display_path, escape_local_name
 from ._trackable import Trackable, check_compatible, to_trackable
@@ -47,6 +47,10 @@ class Restorer:
         self.bound_ids: dict[int, int] = {}  # id(live object) → node
         self.restored: set[tuple[int, str]] = set()  # (node, attribute name) restored
         self.deferred: set[int] = set()  # nodes waiting for their object to appear
+        # How each bound node was reached: (parent node, local name); for replacements.
+        self.parent_edge: dict[int, tuple[int, str]] = {}
+        # Immutable values restored as new objects, not yet put into their parents.
+        self._replaced: dict[int, object] = {}
         self.paths = self._saved_paths()
         self._slot_refs: dict[int, list[SlotRef]] = {}
         for opt_id, node in enumerate(graph.nodes):
@@ -117,8 +121,41 @@ class Restorer:
                         if parent.defer_child(edge.local_name, callback):
                             self.deferred.add(child_id)
                     continue
+                self.parent_edge.setdefault(child_id, (parent_id, edge.local_name))
                 if self._bind(child_id, live):
                     queue.append(child_id)
+        self._apply_replacements()
+
+    def _apply_replacements(self) -> None:
+        """Put restored immutable values into their parents, rebuilding immutable parents.
+
+        Deepest nodes first, so that a rebuilt parent already holds its new children.
+        """
+        while self._replaced:
+            depth = {n: len(self.paths.get(n, ())) for n in self._replaced}
+            node_id = max(self._replaced, key=lambda n: depth[n])
+            new = self._replaced.pop(node_id)
+            edge = self.parent_edge.get(node_id)
+            if edge is None:
+                raise NotTrackableError(
+                    f"{self.display(node_id)} was restored as a new object but has no parent "
+                    "to hold it; make the root of the checkpoint a mutable object"
+                )
+            parent_id, name = edge
+            parent = self.trackables[parent_id]
+            # Siblings replaced in the same pass join one rebuild of their parent.
+            siblings = {name: new}
+            for other in [
+                n for n in self._replaced if self.parent_edge.get(n, (None,))[0] == parent_id
+            ]:
+                siblings[self.parent_edge[other][1]] = self._replaced.pop(other)
+            if all(parent.replace_child(n, obj) for n, obj in siblings.items()):
+                continue
+            rebuilt = parent.with_children(siblings)
+            self.bound[parent_id] = rebuilt
+            self.trackables[parent_id] = to_trackable(rebuilt, path=self.display(parent_id))
+            self.bound_ids[id(rebuilt)] = parent_id
+            self._replaced[parent_id] = rebuilt
 
     def _bind(self, node_id: int, obj: object) -> bool:
         """Bind `node_id` to `obj` and restore its values; False if it was bound already."""
@@ -162,7 +199,11 @@ class Restorer:
             if buffer is not None and not info.sliced and not info.dtype.is_string:
                 self.reader.read_into(key, buffer)
             else:
-                value.assign(self.reader.get_tensor(key))
+                replacement = value.assign(self.reader.get_tensor(key))
+                if replacement is not None:
+                    self._replaced[node_id] = replacement
+                    self.bound[node_id] = replacement
+                    self.bound_ids[id(replacement)] = node_id
             self.restored.add((node_id, attribute.name))
 
     def _restore_slots(self, node_id: int) -> None:

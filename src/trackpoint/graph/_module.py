@@ -169,6 +169,10 @@ class Module(Trackable):
     def lookup_child(self, name: str) -> object | None:
         return self._tp_children.get(name)
 
+    def replace_child(self, name: str, new: object) -> bool:
+        setattr(self, name, new)
+        return True
+
     def defer_child(self, name: str, callback: Callable[[object], None]) -> bool:
         self._tp_deferred.setdefault(name, []).append(callback)
         return True

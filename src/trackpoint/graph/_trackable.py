@@ -37,6 +37,7 @@ Example — a custom object with one value and one child:
 
 from __future__ import annotations
 
+import importlib
 import threading
 from abc import ABC
 from typing import TYPE_CHECKING, Any
@@ -79,8 +80,15 @@ class Value(ABC):
         """A host array of the current value (may share memory with the live value)."""
         raise NotImplementedError
 
-    def assign(self, value: NDArray[Any]) -> None:
-        """Set the live value from a restored array of the same shape and dtype."""
+    def assign(self, value: NDArray[Any]) -> object | None:
+        """Set the live value from a restored array of the same shape and dtype.
+
+        Returns:
+            None when the value was set in place. An immutable value (a JAX array)
+            returns the object that replaces it instead; the restore then puts it into
+            the parent (`replace_child`), rebuilding immutable parents (`with_children`)
+            up to the first mutable one.
+        """
         raise NotImplementedError
 
     def restore_buffer(self) -> NDArray[Any] | None:
@@ -173,6 +181,22 @@ class Trackable:
         del name, callback
         return False
 
+    def replace_child(self, name: str, new: object) -> bool:
+        """Put `new` in place of the child `name` (restore of an immutable value).
+
+        Returns:
+            False when this object is immutable too; `with_children` is used then.
+        """
+        del name, new
+        return False
+
+    def with_children(self, replacements: Mapping[str, object]) -> object:
+        """A copy of this (immutable) object with the named children replaced."""
+        raise NotTrackableError(
+            f"cannot restore into {type(self).__name__}: it cannot take new values in place "
+            f"({', '.join(replacements)}) and does not know how to rebuild itself"
+        )
+
     def slot_names(self) -> Sequence[str]:
         """Names of per-variable state this optimizer keeps (empty for non-optimizers)."""
         return ()
@@ -223,6 +247,20 @@ class _ListTrackable(Trackable):
     def trackable_children(self) -> Mapping[str, object]:
         return {str(i): v for i, v in enumerate(self._items) if _is_trackable_element(v)}
 
+    def replace_child(self, name: str, new: object) -> bool:
+        if isinstance(self._items, list):
+            self._items[int(name)] = new
+            return True
+        return False
+
+    def with_children(self, replacements: Mapping[str, object]) -> object:
+        items = list(self._items)
+        for name, new in replacements.items():
+            items[int(name)] = new
+        if hasattr(self._items, "_make"):  # a namedtuple
+            return type(self._items)._make(items)
+        return type(self._items)(items)
+
 
 class _DictTrackable(Trackable):
     """A dict: trackable values are children named by their key (insertion order)."""
@@ -241,6 +279,10 @@ class _DictTrackable(Trackable):
             if _is_trackable_element(value):
                 children[key] = value
         return children
+
+    def replace_child(self, name: str, new: object) -> bool:
+        self._items[name] = new
+        return True
 
 
 #: type → factory(obj) -> Trackable, for types that are not Trackable subclasses.
@@ -265,11 +307,43 @@ def register(cls: type, factory: Callable[[Any], Trackable]) -> None:
         _REGISTRY[cls] = factory
 
 
-def _lookup_factory(cls: type) -> Callable[[Any], Trackable] | None:
+#: A framework's top-level package → the trackpoint adapter that registers its types.
+#: Imported the first time an object of that framework is met, never before.
+_ADAPTERS = {
+    "torch": "trackpoint.adapters.torch",
+    "jax": "trackpoint.adapters.jax",
+    "jaxlib": "trackpoint.adapters.jax",
+    "flax": "trackpoint.adapters.jax",
+    "optax": "trackpoint.adapters.jax",
+    "keras": "trackpoint.adapters.keras",
+}
+_LOADED_ADAPTERS: set[str] = set()
+
+
+def _registered(cls: type) -> Callable[[Any], Trackable] | None:
     for base in cls.__mro__:
         factory = _REGISTRY.get(base)
         if factory is not None:
             return factory
+    return None
+
+
+def _lookup_factory(cls: type) -> Callable[[Any], Trackable] | None:
+    factory = _registered(cls)
+    if factory is not None:
+        return factory
+    for base in cls.__mro__:
+        adapter = _ADAPTERS.get((base.__module__ or "").partition(".")[0])
+        if adapter is not None and adapter not in _LOADED_ADAPTERS:
+            with _REGISTRY_LOCK:
+                _LOADED_ADAPTERS.add(adapter)
+            try:
+                importlib.import_module(adapter)
+            except ModuleNotFoundError as err:
+                if err.name != adapter:
+                    raise
+                continue  # no adapter for this framework yet
+            return _registered(cls)
     return None
 
 
