@@ -30,7 +30,7 @@ OWN_FIXTURES = Path(__file__).resolve().parent / "fixtures"
 def tf() -> ModuleType:
     """TensorFlow, or a skip with the reason when it cannot be imported."""
     try:
-        import tensorflow  # noqa: TID251 - tests compare against TF itself
+        import tensorflow
     except ImportError as err:  # pragma: no cover - CI installs tensorflow-cpu
         pytest.skip(f"TensorFlow cannot be imported ({err}); install tensorflow-cpu")
     module: ModuleType = tensorflow

@@ -40,7 +40,7 @@ class Clock:
 
 @pytest.fixture
 def clock(tf, monkeypatch):
-    from tensorflow.python.checkpoint import (  # noqa: TID251 - TF's manager reads its clock here
+    from tensorflow.python.checkpoint import (
         checkpoint_management,
     )
 

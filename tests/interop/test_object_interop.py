@@ -109,7 +109,7 @@ def assert_tree_holds_saved_values(net: Any) -> Any:
 
 def decode_graph(tf: Any, prefix: Any) -> Any:
     """The object graph of `prefix`, parsed with TensorFlow's own proto class."""
-    from tensorflow.core.protobuf import (  # noqa: TID251 - TF's own decoding is the reference
+    from tensorflow.core.protobuf import (
         trackable_object_graph_pb2 as tf_graph_pb2,
     )
 
