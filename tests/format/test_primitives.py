@@ -9,7 +9,9 @@ from hypothesis import strategies as st
 from trackpoint.format._crc32c import crc32c, mask, unmask
 from trackpoint.format._slices import (
     _decode_signed,
+    _decode_string,
     _encode_signed,
+    _encode_string,
     decode_slice_key,
     encode_slice_key,
     normalize_extents,
@@ -167,7 +169,10 @@ def test_unmask_inverts_mask(crc):
         (-(2**63), "00" + "3f" + "80" + "00" * 7),
         (2**63 - 1, "ffc0" + "7f" + "ff" * 7),
     ],
-    ids=["0", "2", "63", "-1", "-64", "64", "0x424242", "-0x800", "2^62-1", "2^62", "-2^63", "2^63-1"],
+    ids=[
+        *["0", "2", "63", "-1", "-64", "64", "0x424242", "-0x800"],
+        *["2^62-1", "2^62", "-2^63", "2^63-1"],
+    ],
 )
 def test_signed_number_encoding_matches_ordered_code(value, encoded):
     raw = bytes.fromhex(encoded)
@@ -228,17 +233,30 @@ def test_slice_key_encoding_matches_tf(name, extents, encoded):
 )
 def test_slice_key_escapes_special_name_bytes(name, escaped):
     raw = encode_slice_key(name, ((0, 1),))
-    assert raw == bytes.fromhex("00" + escaped.replace(" ", "") + "0001 0101 80 81".replace(" ", ""))
+    expected = "00" + escaped + "00 01" + "01 01" + "80 81"
+    assert raw == bytes.fromhex(expected.replace(" ", ""))
     assert decode_slice_key(raw).name == name
 
 
-def test_slice_key_escapes_ff_bytes_of_a_name():
-    # A str name never holds 0xff once encoded as UTF-8, but the escaping exists for raw
-    # names and the decoder must undo it: ff -> ff 00.
+@pytest.mark.parametrize(
+    ("name", "escaped"),
+    [
+        (b"a\xffb", "61 ff 00 62 00 01"),
+        (b"\xff\x00", "ff 00 00 ff 00 01"),
+        (b"\x00\xff", "00 ff ff 00 00 01"),
+        (b"", "00 01"),
+    ],
+    ids=["ff-inside", "ff-then-nul", "nul-then-ff", "empty"],
+)
+def test_ordered_code_strings_escape_ff_and_nul_bytes(name, escaped):
+    # A str name never holds 0xff once UTF-8 encoded, but TF's OrderedCode escapes raw bytes.
+    raw = bytes.fromhex(escaped.replace(" ", ""))
+    assert _encode_string(name) == raw
+    assert _decode_string(raw + b"\x80", 0) == (name, len(raw))
+
+
+def test_slice_key_decoder_rejects_a_name_that_is_not_utf8():
     raw = bytes.fromhex("00 61 ff 00 62 00 01 01 01 80 81".replace(" ", ""))
-    with pytest.raises(ValueError, match="not UTF-8"):
-        decode_slice_key(raw)  # 'a\xffb' is not UTF-8
-    raw = bytes.fromhex("00 c3 ff 00 00 01 01 01 80 81".replace(" ", ""))
     with pytest.raises(ValueError, match="not UTF-8"):
         decode_slice_key(raw)
 

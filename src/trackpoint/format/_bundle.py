@@ -87,6 +87,13 @@ def index_file_name(prefix: str) -> str:
     return f"{prefix}.index"
 
 
+def _encode_key(key: str | bytes) -> bytes:
+    try:
+        return key.encode("utf-8") if isinstance(key, str) else bytes(key)
+    except UnicodeEncodeError as err:
+        raise InvalidValueError(f"key {key!r} cannot be encoded as UTF-8: {err}") from err
+
+
 def _as_bytes_view(array: NDArray[Any]) -> memoryview:
     """A flat byte view of a C-contiguous array, whatever its dtype (ml_dtypes included)."""
     return array.reshape(-1).view(np.uint8).data
@@ -171,7 +178,7 @@ class BundleWriter:
             self.abort()
 
     def _check_key(self, key: str | bytes) -> bytes:
-        raw = key.encode("utf-8") if isinstance(key, str) else bytes(key)
+        raw = _encode_key(key)
         if not raw:
             raise InvalidValueError("the empty key is reserved for the bundle header")
         if raw.startswith(b"\x00"):
@@ -280,7 +287,7 @@ class BundleWriter:
             value: The slice's values; its shape must match the extents.
             shard: Which data file to put it in (default: the smallest so far).
         """
-        raw = key.encode("utf-8")
+        raw = _encode_key(key)
         if raw in self._entries or not raw or raw.startswith(b"\x00"):
             raise InvalidValueError(f"key {key!r} is reserved or was added as a whole tensor")
         array = np.asarray(value)
@@ -293,10 +300,8 @@ class BundleWriter:
                 f"slice of {key!r} has shape {list(array.shape)} but its extents say "
                 f"{[length for _, length in resolved]}"
             )
-        stored = tuple(
-            (start, None if start == 0 and length == dim else length)
-            for (start, length), dim in zip(resolved, full_shape, strict=True)
-        )
+        # TF writes every length explicitly, a whole dimension included (tf1_saver fixture).
+        stored = resolved
         full = self._sliced.get(raw)
         if full is None:
             full = bundle_pb2.BundleEntryProto()
@@ -543,12 +548,9 @@ class BundleReader:
         dtype = dtype_from_enum(int(proto.dtype))
         problem = None
         if dtype is None:
-            raise UnsupportedCheckpointError(
-                f"tensor '{key}' in '{self.index_path}' has unknown dtype number {proto.dtype}; "
-                "it was written by a newer TensorFlow than trackpoint knows",
-                file=self.index_path,
-                key=key,
-            )
+            # A dtype from a newer TensorFlow: list the tensor, refuse only reading it, so
+            # the rest of the checkpoint stays usable.
+            dtype = DType(int(proto.dtype), f"unknown_dtype_{int(proto.dtype)}", None)
         if proto.shape.unknown_rank or len(proto.shape.dim) > _MAX_RANK:
             raise self._corrupt(f"tensor '{key}' has an invalid shape", key=key)
         shape = tuple(int(d.size) for d in proto.shape.dim)
@@ -615,7 +617,8 @@ class BundleReader:
                 )
             attached.append((resolved, part))
         entry.slices = attached
-        entry.size = sum(part.size for _, part in attached if part is not entry)
+        # A slice listed twice is stored once.
+        entry.size = sum({e: p.size for e, p in attached if p is not entry}.values())
 
     # -- listing ----------------------------------------------------------------------
 
@@ -727,6 +730,14 @@ class BundleReader:
         )
 
     def _require_decodable(self, entry: _Entry) -> None:
+        if entry.dtype.name.startswith("unknown_dtype_"):
+            raise UnsupportedCheckpointError(
+                f"tensor '{entry.key}' in '{self.index_path}' has unknown dtype number "
+                f"{entry.dtype.enum}; it was written by a newer TensorFlow than trackpoint "
+                "knows — upgrade trackpoint, or skip this key",
+                file=self.index_path,
+                key=entry.key,
+            )
         if entry.dtype.numpy is None:
             raise UnsupportedCheckpointError(
                 f"tensor '{entry.key}' has dtype {entry.dtype.name}, which trackpoint lists but "
