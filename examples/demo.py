@@ -1,75 +1,159 @@
-"""The main demo (`make demo`): the seed's workflow end to end, with NumPy only.
+"""The main demo (`make demo`): a PyTorch training run is killed, resumes, and ends bit-exact.
 
-1. Build a model and an optimizer, train a few steps, save with a CheckpointManager.
-2. Rebuild them from scratch (as a new process would), restore the latest checkpoint,
-   and check everything matches: weights, optimizer slots, step counter.
-3. Show what is on disk with `trackpoint inspect` and check every checksum with `verify`.
+1. A small PyTorch model trains on the CPU in a subprocess, a CheckpointManager saving
+   every few steps (model, AdamW state, LR schedule, step counter and RNG state).
+2. Part-way, the demo kills that process with SIGKILL — no chance to clean up.
+3. A second run restores the latest checkpoint and trains to the end.
+4. A third, uninterrupted run does the whole thing in one go. The demo checks that the
+   resumed run's final weights and optimizer state equal it bit for bit.
+5. `trackpoint inspect` shows the folder, `trackpoint verify` checks every checksum.
 The folder is TensorFlow's format: `tf.train.load_checkpoint('demo-run')` reads it.
+
+    python examples/demo.py                       # the demo
+    python examples/demo.py --train RUN_DIR       # one training run (used by the demo)
 """
 
 from __future__ import annotations
 
+import random
 import shutil
+import signal
+import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
+import torch
+from torch import nn
 
 import trackpoint
+from trackpoint.adapters.torch import RNGState
 from trackpoint.cli import main as cli_main
-from trackpoint.optimizers import Adam
 
 RUN = Path("demo-run")
+REFERENCE = Path("demo-run-uninterrupted")
+STEPS = 200
+SAVE_EVERY = 20
+KILL_AT_SAVE = 4  # SIGKILL the first run right after it reports its 4th save (step 80)
 
 
-class Dense(trackpoint.Module):
-    def __init__(self, n_in: int, n_out: int, seed: int) -> None:
-        rng = np.random.default_rng(seed)
-        self.kernel = trackpoint.Variable(rng.standard_normal((n_in, n_out)).astype(np.float32))
-        self.bias = trackpoint.Variable(np.zeros(n_out, np.float32))
+def build() -> tuple[nn.Module, torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Linear(16, 64),
+        nn.BatchNorm1d(64),
+        nn.ReLU(),
+        nn.Dropout(0.1),  # draws from torch's global RNG: RNGState makes resuming exact
+        nn.Linear(64, 64),
+        nn.ReLU(),
+        nn.Linear(64, 1),
+    )
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=1e-2)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=STEPS)
+    return model, optimizer, scheduler
 
 
-class Net(trackpoint.Module):
-    def __init__(self, seed: int = 0) -> None:
-        self.dense_1 = Dense(4, 10, seed)
-        self.dense_2 = Dense(10, 2, seed + 1)
+def batch(step: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The data of a step depends on the step only, so a resumed run sees the same data."""
+    gen = torch.Generator().manual_seed(1000 + step)
+    x = torch.randn(256, 16, generator=gen)
+    y = torch.sin(x[:, :4].sum(1, keepdim=True)) + 0.1 * x[:, 4:5]
+    return x, y
 
 
-def train(net: Net, optimizer: Adam, steps: int) -> None:
-    rng = np.random.default_rng(42)
-    for _ in range(steps):
-        grads = [(rng.standard_normal(v.shape).astype(np.float32), v) for v in net.variables]
-        optimizer.apply_gradients(grads)
+def train(run_dir: Path) -> None:
+    """Train to STEPS, resuming from the latest checkpoint in `run_dir` if there is one."""
+    torch.use_deterministic_algorithms(True)
+    torch.set_num_threads(1)  # a small model trains fastest on one thread; the runs share the CPU
+    np.random.seed(0)
+    random.seed(0)
+    model, optimizer, scheduler = build()
+    step = torch.zeros((), dtype=torch.int64)
+    ckpt = trackpoint.Checkpoint(
+        model=model, optimizer=optimizer, scheduler=scheduler, step=step, rng=RNGState()
+    )
+    manager = trackpoint.CheckpointManager(ckpt, run_dir, max_to_keep=3)
+    latest = manager.latest_checkpoint
+    if latest is not None:
+        ckpt.restore(latest).assert_consumed()
+        print(f"resumed from {Path(latest).name} at step {int(step)}", flush=True)
+    model.train()
+    while int(step) < STEPS:
+        x, y = batch(int(step))
+        loss = nn.functional.mse_loss(model(x), y)
+        optimizer.zero_grad()
+        loss.backward()  # type: ignore[no-untyped-call]  # torch leaves it unannotated
+        optimizer.step()
+        scheduler.step()
+        step += 1
+        if int(step) % SAVE_EVERY == 0:
+            path = Path(str(manager.save()))
+            print(f"step {int(step):3d}  loss {loss.item():.4f}  saved {path.name}", flush=True)
+
+
+def _first_run_killed() -> None:
+    worker = subprocess.Popen(  # noqa: S603 - this very script, by its absolute path
+        [sys.executable, __file__, "--train", str(RUN)], stdout=subprocess.PIPE, text=True
+    )
+    assert worker.stdout is not None  # noqa: S101 - stdout=PIPE above
+    saves = 0
+    for line in worker.stdout:
+        print(f"  [run 1] {line.rstrip()}")
+        saves += "saved" in line
+        if saves == KILL_AT_SAVE:
+            worker.send_signal(signal.SIGKILL)
+            break
+    worker.wait()
+    print(f"  [run 1] killed with SIGKILL (exit code {worker.returncode})")
+
+
+def _run_to_end(run_dir: Path, label: str) -> None:
+    result = subprocess.run(  # noqa: S603 - this very script, by its absolute path
+        [sys.executable, __file__, "--train", str(run_dir)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    lines = result.stdout.splitlines()
+    for line in [*lines[:2], "...", *lines[-1:]] if len(lines) > 4 else lines:
+        print(f"  [{label}] {line}")
+
+
+def _compare(a: Path, b: Path) -> tuple[int, list[str]]:
+    """How many tensors were compared (all of the latest checkpoints), and those that differ."""
+    ra, rb = trackpoint.load_checkpoint(a), trackpoint.load_checkpoint(b)
+    keys = list(ra.get_variable_to_shape_map())
+    if keys != list(rb.get_variable_to_shape_map()):
+        return len(keys), ["(the checkpoints hold different keys)"]
+    differ = []
+    for key in keys:
+        x, y = ra.get_tensor(key), rb.get_tensor(key)
+        same = x.tolist() == y.tolist() if x.dtype == object else x.tobytes() == y.tobytes()
+        if not same:
+            differ.append(key)
+    return len(keys), differ
 
 
 def main() -> int:
-    shutil.rmtree(RUN, ignore_errors=True)
-    net, optimizer = Net(), Adam(0.01)
-    ckpt = trackpoint.Checkpoint(model=net, optimizer=optimizer)
-    manager = trackpoint.CheckpointManager(ckpt, RUN, max_to_keep=3)
-    for _ in range(5):
-        train(net, optimizer, steps=10)
-        manager.save()
-    print(f"saved {[p.split('/')[-1] for p in manager.checkpoints]} into {RUN}/\n")
+    for folder in (RUN, REFERENCE):
+        shutil.rmtree(folder, ignore_errors=True)
 
-    # A new process would do exactly this: rebuild from code, restore the latest.
-    net2, optimizer2 = Net(seed=123), Adam(0.01)
-    status = trackpoint.Checkpoint(model=net2, optimizer=optimizer2).restore(
-        trackpoint.latest_checkpoint(RUN)
-    )
-    status.assert_consumed()
-    for a, b in zip(net.variables, net2.variables, strict=True):
-        same_slot = np.array_equal(
-            np.asarray(optimizer.get_slot(a, "m")), np.asarray(optimizer2.get_slot(b, "m"))
-        )
-        if not (np.array_equal(a.numpy(), b.numpy()) and same_slot):
-            print(f"mismatch after restore: {a.name}")
-            return 1
+    print(f"1. training for {STEPS} steps, saving every {SAVE_EVERY} into {RUN}/")
+    _first_run_killed()
+    print(f"\n2. a new process resumes from {trackpoint.latest_checkpoint(RUN)}")
+    _run_to_end(RUN, "run 2")
+    print(f"\n3. an uninterrupted run for comparison, into {REFERENCE}/")
+    _run_to_end(REFERENCE, "ref")
+
+    count, differ = _compare(RUN, REFERENCE)
+    if differ:
+        print(f"\nMISMATCH: {len(differ)} of {count} tensors differ: {differ[:5]}")
+        return 1
     print(
-        "restored into freshly built objects: assert_consumed() passed, weights and Adam "
-        "slots identical\n"
+        f"\nfinal weights equal the uninterrupted run's bit for bit "
+        f"({count} tensors: parameters, BatchNorm statistics, AdamW state, LR schedule, step, "
+        "RNG state, object graph)\n"
     )
-
     code = cli_main(["inspect", str(RUN)])
     if code == 0:
         code = cli_main(["verify", str(RUN)])
@@ -77,4 +161,7 @@ def main() -> int:
 
 
 if __name__ == "__main__":
+    if len(sys.argv) == 3 and sys.argv[1] == "--train":
+        train(Path(sys.argv[2]))
+        sys.exit(0)
     sys.exit(main())

@@ -16,6 +16,8 @@ import contextlib
 
 from .checkpoint import Checkpoint as Checkpoint
 from .checkpoint import CheckpointOptions as CheckpointOptions
+from .checkpoint import load_weights as load_weights
+from .checkpoint import save_weights as save_weights
 from .errors import CheckpointNotFoundError as CheckpointNotFoundError
 from .errors import CorruptCheckpointError as CorruptCheckpointError
 from .errors import DTypeMismatchError as DTypeMismatchError
@@ -71,7 +73,9 @@ __all__ = [
     "latest_checkpoint",
     "list_variables",
     "load_checkpoint",
+    "load_weights",
     "register",
+    "save_weights",
 ]
 
 # Reprs and docs show the public path (trackpoint.X), not the private module.

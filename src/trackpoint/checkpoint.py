@@ -16,7 +16,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from google.protobuf.message import DecodeError
 
-from .errors import CorruptCheckpointError, InvalidValueError, TrackpointWarning
+from .errors import (
+    CorruptCheckpointError,
+    InvalidValueError,
+    NotTrackableError,
+    TrackpointWarning,
+)
 from .format import BundleReader, BundleWriter, write_checkpoint_state
 from .format.protos import trackable_object_graph_pb2 as graph_pb2
 from .graph import (
@@ -40,7 +45,7 @@ if TYPE_CHECKING:
     from ._typing import PathLike
     from .graph import Value
 
-__all__ = ["Checkpoint", "CheckpointOptions"]
+__all__ = ["Checkpoint", "CheckpointOptions", "load_weights", "save_weights"]
 
 SAVE_COUNTER = "save_counter"
 
@@ -83,6 +88,13 @@ class _RootProxy(Trackable):
             name, callback
         )
 
+    def replace_child(self, name: str, new: object) -> bool:
+        # A restored immutable value (a JAX array attribute of a Flax model) goes to the
+        # object that holds it: the Checkpoint's own child, else the root's.
+        if self._checkpoint.lookup_child(name) is not None:
+            return self._checkpoint.replace_child(name, new)
+        return self._root.replace_child(name, new)
+
 
 class Checkpoint(Module):
     """Groups trackable objects and saves/restores them in TensorFlow's format.
@@ -111,6 +123,9 @@ class Checkpoint(Module):
         for name in sorted(children):
             if name == SAVE_COUNTER:
                 raise InvalidValueError("'save_counter' is the Checkpoint's own counter's name")
+            # An object nobody knows would be skipped silently by attribute tracking; as
+            # tf.train.Checkpoint does, refuse it here (NotTrackableError names its type).
+            to_trackable(children[name], path=name)
             setattr(self, name, children[name])
 
     # -- the counter ----------------------------------------------------------------------
@@ -214,6 +229,61 @@ class Checkpoint(Module):
         return status
 
 
+def save_weights(
+    model: object, file_prefix: PathLike, options: CheckpointOptions | None = None
+) -> str:
+    """Write `model`'s values to exactly `file_prefix`, the model itself as the root.
+
+    As Keras' `save_weights` does (`tf.train.Checkpoint(root=model).write`): the keys are
+    the model's own paths (`fc/weight/.ATTRIBUTES/VARIABLE_VALUE`), with no `model/` in
+    front and no `save_counter`. Any framework's model works (a torch `nn.Module`, a
+    `trackpoint.Module`, a Keras model, ...).
+
+    Args:
+        model: The model (the root of the checkpoint).
+        file_prefix: The prefix to write (`weights` → `weights.index`, `weights.data-*`).
+        options: How to write it.
+
+    Returns:
+        The prefix written.
+
+    Example:
+        >>> import tempfile, numpy as np, trackpoint
+        >>> model = trackpoint.Module()
+        >>> model.w = trackpoint.Variable(np.ones(2, np.float32))
+        >>> prefix = trackpoint.save_weights(model, tempfile.mkdtemp() + "/weights")
+        >>> trackpoint.list_variables(prefix)[-1]
+        ('w/.ATTRIBUTES/VARIABLE_VALUE', [2])
+    """
+    return Checkpoint(root=model).write(file_prefix, options)
+
+
+def load_weights(model: object, file_prefix: PathLike) -> LoadStatus | NameBasedLoadStatus | Any:
+    """Restore `model`'s values from a checkpoint written by `save_weights`.
+
+    The model is the root (`Checkpoint(root=model).read(file_prefix)`); its values are
+    restored in place.
+
+    Args:
+        model: The model to restore into.
+        file_prefix: A prefix, or a folder (its latest checkpoint).
+
+    Returns:
+        The restore status: `assert_consumed()` checks that everything matched.
+
+    Example:
+        >>> import tempfile, numpy as np, trackpoint
+        >>> model = trackpoint.Module()
+        >>> model.w = trackpoint.Variable(np.ones(2, np.float32))
+        >>> prefix = trackpoint.save_weights(model, tempfile.mkdtemp() + "/weights")
+        >>> model.w.assign([5.0, 5.0])
+        >>> _ = trackpoint.load_weights(model, prefix).assert_consumed()
+        >>> model.w.numpy()
+        array([1., 1.], dtype=float32)
+    """
+    return Checkpoint(root=model).read(file_prefix)
+
+
 def _restore_by_name(reader: BundleReader, root: Trackable, prefix: str) -> NameBasedLoadStatus:
     """TF1 checkpoints have no object graph: match each variable by its name or path."""
     keys = [info.key for info in reader.infos() if info.key != OBJECT_GRAPH_KEY]
@@ -232,7 +302,14 @@ def _restore_by_name(reader: BundleReader, root: Trackable, prefix: str) -> Name
                 continue
             info = reader.info(key)
             check_compatible(saved.value, info.shape, info.dtype.numpy or object, node.display)
-            saved.value.assign(reader.get_tensor(key))
+            if saved.value.assign(reader.get_tensor(key)) is not None:
+                # An immutable value (a JAX array) is restored as a new object that only
+                # the object-graph restore knows how to put into its parent.
+                raise NotTrackableError(
+                    f"{node.display} cannot take values from '{prefix}' in place (a JAX "
+                    "array); a name-based (TF1) checkpoint restores only mutable values — "
+                    f"read it with load_checkpoint('{prefix}').get_tensor('{key}')"
+                )
             matched[node.display] = key
     warnings.warn(
         f"'{prefix}' has no object graph (a TF1 name-based checkpoint): variables were matched "

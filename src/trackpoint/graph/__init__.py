@@ -18,6 +18,7 @@ from ._trackable import ArrayValue as ArrayValue
 from ._trackable import Trackable as Trackable
 from ._trackable import Value as Value
 from ._trackable import register as register
+from ._trackable import register_finder as register_finder
 from ._trackable import to_trackable as to_trackable
 from ._view import GraphView as GraphView
 from ._view import walk as walk
@@ -39,6 +40,7 @@ __all__ = [
     "display_path",
     "escape_local_name",
     "register",
+    "register_finder",
     "to_trackable",
     "walk",
 ]

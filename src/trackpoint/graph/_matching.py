@@ -15,7 +15,7 @@ import warnings
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
-from trackpoint.errors import NotTrackableError, TrackpointWarning
+from trackpoint.errors import NotTrackableError, ShapeMismatchError, TrackpointWarning
 
 from ._keys import VARIABLE_VALUE, display_path, escape_local_name
 from ._trackable import Trackable, check_compatible, to_trackable
@@ -120,8 +120,11 @@ class Restorer:
                         callback = _DeferredBind(self, child_id)
                         if parent.defer_child(edge.local_name, callback):
                             self.deferred.add(child_id)
+                            # An immutable object attached later (a JAX pytree) is restored
+                            # as a new one, which this parent must then receive.
+                            self.parent_edge.setdefault(child_id, (parent_id, edge.local_name))
                     continue
-                self.parent_edge.setdefault(child_id, (parent_id, edge.local_name))
+                self.parent_edge[child_id] = (parent_id, edge.local_name)
                 if self._bind(child_id, live):
                     queue.append(child_id)
         self._apply_replacements()
@@ -194,7 +197,15 @@ class Restorer:
             where = self.display(node_id)
             if attribute.name != VARIABLE_VALUE:
                 where = f"{where} ({attribute.name})"
-            check_compatible(value, info.shape, info.dtype.numpy or object, where)
+            try:
+                check_compatible(value, info.shape, info.dtype.numpy or object, where)
+            except ShapeMismatchError as err:
+                # An adapter may name the live object and the likely cause (a Keras
+                # optimizer's state matched by position lands on another variable).
+                hint = getattr(trackable, "mismatch_hint", "")
+                if not hint:
+                    raise
+                raise ShapeMismatchError(f"{err}; {hint}", key=err.key) from err
             buffer = value.restore_buffer()
             if buffer is not None and not info.sliced and not info.dtype.is_string:
                 self.reader.read_into(key, buffer)
@@ -218,6 +229,8 @@ class Restorer:
                 if key is None:
                     continue
                 slot = optimizer.create_slot(variable, slot_name, self.reader.get_tensor(key))
+                if slot is None:
+                    continue  # the optimizer does not update that variable: value stays unused
             self._bind_from(slot_id, slot)
 
     def _slot_value_key(self, slot_id: int) -> str | None:
@@ -233,7 +246,9 @@ class Restorer:
         return [
             ref
             for ref in self._all_slot_refs()
-            if ref[3] not in self.bound and (ref[0] in self.bound or ref[1] in self.bound)
+            # Exactly one side bound: the other may still come. Both bound and no slot means
+            # the optimizer declined it (create_slot returned None); that is not waiting.
+            if ref[3] not in self.bound and ((ref[0] in self.bound) != (ref[1] in self.bound))
         ]
 
     def unused_values(self) -> list[tuple[int, str]]:

@@ -133,6 +133,18 @@ class LoadStatus(_StatusBase):
         if unused or pending:
             lines = [f"{len(unused)} checkpoint value(s) were not used: {_listing(list(unused))}"]
             lines += self._explain_unused()
+            deferred = sorted(
+                {restorer.display(n) for n in restorer.deferred if n not in restorer.bound}
+            )
+            if deferred:
+                # Values kept for objects created later (an unbuilt layer or optimizer):
+                # say so, since creating them is the fix, not a change of names.
+                lines.append(
+                    f"{len(deferred)} object(s) of the checkpoint wait for the program to "
+                    f"create them ({_listing(deferred)}) and are restored when they appear: "
+                    "build the model and the optimizer first (Keras: call the model once, "
+                    "then optimizer.build(model.trainable_variables))"
+                )
             if pending:
                 waiting = [
                     f"{restorer.display(opt)}'s state {name!r} for {restorer.display(var)}"

@@ -17,7 +17,8 @@ An object in a checkpoint is a node of a graph. trackpoint asks each node, in th
 
 Objects that are not `Trackable` themselves (NumPy arrays, dicts, lists, tuples, and
 framework objects through adapters) are turned into one by `to_trackable`, which
-dispatches on the object's type through a registry; `register(type, factory)` adds types.
+dispatches on the object's type through a registry; `register(type, factory)` adds types,
+and `register_finder(finder)` objects known by value rather than type (JAX pytree nodes).
 
 Example — a custom object with one value and one child:
 
@@ -38,6 +39,8 @@ Example — a custom object with one value and one child:
 from __future__ import annotations
 
 import importlib
+import itertools
+import sys
 import threading
 from abc import ABC
 from typing import TYPE_CHECKING, Any
@@ -61,6 +64,7 @@ __all__ = [
     "Trackable",
     "Value",
     "register",
+    "register_finder",
     "to_trackable",
 ]
 
@@ -206,8 +210,13 @@ class Trackable:
         del variable, slot_name
         return None
 
-    def create_slot(self, variable: object, slot_name: str, value: NDArray[Any]) -> object:
-        """Create slot `slot_name` for `variable` holding `value` (restore into fresh state)."""
+    def create_slot(self, variable: object, slot_name: str, value: NDArray[Any]) -> object | None:
+        """Create slot `slot_name` for `variable` holding `value` (restore into fresh state).
+
+        Returns:
+            The new slot; or None when this optimizer does not update `variable` (the
+            checkpoint's value then stays unused and the status reports it).
+        """
         raise NotTrackableError(
             f"{type(self).__name__} has no slot {slot_name!r} and cannot create one"
         )
@@ -233,30 +242,50 @@ class _ArrayTrackable(Trackable):
 
 
 def _is_trackable_element(value: object) -> bool:
-    return isinstance(value, (Trackable, np.ndarray, list, dict, tuple)) or (
-        _lookup_factory(type(value)) is not None
+    if isinstance(value, tuple) and not isinstance(value, Trackable):
+        # As TF's `_should_wrap_tuple`: a tuple holding nothing trackable is not tracked
+        # (immutable, it can never hold state; Optax's `EmptyState()`); lists and dicts are.
+        return any(_is_trackable_element(item) for item in value)
+    return isinstance(value, (Trackable, np.ndarray, list, dict)) or (
+        _factory_for(value) is not None
     )
 
 
 class _ListTrackable(Trackable):
-    """A list or tuple: trackable elements are children named by their index."""
+    """A list or tuple: trackable elements are children named by their index.
+
+    A namedtuple's elements are children by field name too, fields first, as TensorFlow's
+    `_TupleWrapper` tracks them: the keys read `opt_state/mu/...`, and the index edges
+    point at the same nodes.
+    """
 
     def __init__(self, items: list[Any] | tuple[Any, ...]) -> None:
         self._items = items
 
     def trackable_children(self) -> Mapping[str, object]:
-        return {str(i): v for i, v in enumerate(self._items) if _is_trackable_element(v)}
+        fields = getattr(self._items, "_fields", ()) if isinstance(self._items, tuple) else ()
+        named = zip(fields, self._items, strict=True) if fields else ()
+        indexed = ((str(i), value) for i, value in enumerate(self._items))
+        return {
+            name: value
+            for name, value in itertools.chain(named, indexed)
+            if _is_trackable_element(value)
+        }
+
+    def _index(self, name: str) -> int:
+        fields = getattr(self._items, "_fields", ())
+        return fields.index(name) if name in fields else int(name)
 
     def replace_child(self, name: str, new: object) -> bool:
         if isinstance(self._items, list):
-            self._items[int(name)] = new
+            self._items[self._index(name)] = new
             return True
         return False
 
     def with_children(self, replacements: Mapping[str, object]) -> object:
         items = list(self._items)
         for name, new in replacements.items():
-            items[int(name)] = new
+            items[self._index(name)] = new
         if hasattr(self._items, "_make"):  # a namedtuple
             return type(self._items)._make(items)
         return type(self._items)(items)
@@ -328,22 +357,66 @@ def _registered(cls: type) -> Callable[[Any], Trackable] | None:
     return None
 
 
+def _load_adapter(adapter: str) -> bool:
+    """Import `adapter` once; False when it does not exist (yet)."""
+    with _REGISTRY_LOCK:
+        _LOADED_ADAPTERS.add(adapter)
+    try:
+        importlib.import_module(adapter)
+    except ModuleNotFoundError as err:
+        if err.name != adapter:
+            raise
+        return False
+    return True
+
+
 def _lookup_factory(cls: type) -> Callable[[Any], Trackable] | None:
-    factory = _registered(cls)
-    if factory is not None:
-        return factory
+    # Load the adapters of the frameworks the MRO names before its first registered type:
+    # a Keras layer on the PyTorch backend is a torch.nn.Module too, and must get the
+    # Keras adapter even when the torch adapter was loaded first.
     for base in cls.__mro__:
+        if base in _REGISTRY:
+            break
         adapter = _ADAPTERS.get((base.__module__ or "").partition(".")[0])
         if adapter is not None and adapter not in _LOADED_ADAPTERS:
-            with _REGISTRY_LOCK:
-                _LOADED_ADAPTERS.add(adapter)
-            try:
-                importlib.import_module(adapter)
-            except ModuleNotFoundError as err:
-                if err.name != adapter:
-                    raise
-                continue  # no adapter for this framework yet
-            return _registered(cls)
+            _load_adapter(adapter)
+    return _registered(cls)
+
+
+#: Finders for objects whose type alone does not say how to track them (a JAX pytree
+#: node can be any class registered with `jax.tree_util`): asked, in order, after the
+#: type registry misses; each returns a factory or None.
+_FINDERS: list[Callable[[object], Callable[[Any], Trackable] | None]] = []
+#: Frameworks whose adapters add finders. When such a framework is already imported, its
+#: adapter is loaded at the first object of an unknown type, so that a user's pytree class
+#: is known even before any array of the framework has been met.
+_FINDER_ADAPTERS = {"jax": "trackpoint.adapters.jax", "torch": "trackpoint.adapters.torch"}
+
+
+def register_finder(finder: Callable[[object], Callable[[Any], Trackable] | None]) -> None:
+    """Teach trackpoint objects recognised by their value rather than by their type.
+
+    For types that cannot be listed up front, such as every class registered as a JAX
+    pytree node. Finders are asked only for objects no `register`-ed type matches.
+
+    Args:
+        finder: Called with an object; returns a factory (as for `register`) or None.
+    """
+    with _REGISTRY_LOCK:
+        _FINDERS.append(finder)
+
+
+def _factory_for(obj: object) -> Callable[[Any], Trackable] | None:
+    factory = _lookup_factory(type(obj))
+    if factory is not None:
+        return factory
+    for framework, adapter in _FINDER_ADAPTERS.items():
+        if framework in sys.modules and adapter not in _LOADED_ADAPTERS:
+            _load_adapter(adapter)
+    for finder in tuple(_FINDERS):
+        factory = finder(obj)
+        if factory is not None:
+            return factory
     return None
 
 
@@ -356,7 +429,7 @@ def to_trackable(obj: object, *, path: str = "") -> Trackable:
     """
     if isinstance(obj, Trackable):
         return obj
-    factory = _lookup_factory(type(obj))
+    factory = _factory_for(obj)
     if factory is None:
         where = f" at {path}" if path else ""
         raise NotTrackableError(

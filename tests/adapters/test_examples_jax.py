@@ -1,0 +1,54 @@
+"""The JAX / Flax examples run as users run them: a script per process, in a fresh folder."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("jax")
+pytest.importorskip("optax")
+pytest.importorskip("flax.nnx")
+
+import trackpoint
+
+pytestmark = pytest.mark.jax
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+def _run(cwd: Path, script: str, *args: str) -> str:
+    result = subprocess.run(
+        [sys.executable, str(EXAMPLES / script), *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return result.stdout
+
+
+def test_checkpoint_then_restore_in_a_new_process(tmp_path):
+    saved = _run(tmp_path, "jax_checkpoint.py").splitlines()
+    assert saved[0] == "saved runs/a/ckpt-5"
+    assert sorted(p.name for p in (tmp_path / "runs" / "a").glob("*.index")) == [
+        "ckpt-3.index",
+        "ckpt-4.index",
+        "ckpt-5.index",
+    ]
+    restored = _run(tmp_path, "jax_restore.py").splitlines()
+    assert restored[0] == "restored step 5"
+    assert restored[1] == saved[1]  # the same loss: the same parameters
+    assert trackpoint.latest_checkpoint(tmp_path / "runs" / "a") == str(
+        tmp_path / "runs" / "a" / "ckpt-5"
+    )
+
+
+def test_flax_nnx_save_weights_and_load_weights(tmp_path):
+    out = _run(tmp_path, "flax_nnx_weights.py", "weights/mlp")
+    assert "loaded: same predictions; same Param objects: True" in out
+    keys = dict(trackpoint.list_variables(tmp_path / "weights" / "mlp"))
+    assert "dense_1/kernel/.ATTRIBUTES/VARIABLE_VALUE" in keys
+    assert "norm/mean/.ATTRIBUTES/VARIABLE_VALUE" in keys
