@@ -201,7 +201,38 @@ def task_tf_write(work: str, fixture: str) -> dict[str, Any]:
         "optimizer": values(optimizer.variables),
         "weights": values(model.weights),
     }
+    results["trackpoint_on_tf"] = trackpoint_on_tf_backend(work, fixture)
     return results
+
+
+def trackpoint_on_tf_backend(work: str, fixture: str) -> dict[str, Any]:
+    """Keras on the TF backend through trackpoint: the seed restored, and each model
+    written by trackpoint, read by TF and by trackpoint into fresh models."""
+    import tensorflow as tf
+
+    out: dict[str, Any] = {"fixture": restore_fixture(fixture)}
+    for kind in KINDS:
+        model, optimizer = build(kind, seed=4)
+        train(model, optimizer, kind, steps=2)
+        prefix = trackpoint.Checkpoint(model=model, optimizer=optimizer).write(
+            os.path.join(work, f"tp_on_tf_{kind}")
+        )
+        by_tf, tf_opt = build(kind, seed=5)
+        by_tf.compile(optimizer=tf_opt, loss="mse")
+        status = tf.train.Checkpoint(model=by_tf, optimizer=tf_opt).read(prefix)
+        tf_opt.build(by_tf.trainable_variables)
+        status.assert_consumed()
+        by_us, our_opt = build(kind, seed=6)
+        by_us.compile(optimizer=our_opt, loss="mse")
+        status = trackpoint.Checkpoint(model=by_us, optimizer=our_opt).read(prefix)
+        our_opt.build(by_us.trainable_variables)
+        status.assert_consumed()
+        out[kind] = {
+            "written": values(model.weights) + values(optimizer.variables),
+            "read_by_tf": values(by_tf.weights) + values(tf_opt.variables),
+            "read_by_trackpoint": values(by_us.weights) + values(our_opt.variables),
+        }
+    return out
 
 
 def task_restore(work: str, fixture: str) -> dict[str, Any]:

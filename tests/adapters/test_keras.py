@@ -115,6 +115,18 @@ def test_seed_checkpoint_from_tensorflow_restores_like_tensorflow(restored, tf_w
 
 
 @pytest.mark.tf
+def test_trackpoint_on_the_tensorflow_backend_restores_and_writes_like_tensorflow(tf_written):
+    ours = tf_written["trackpoint_on_tf"]
+    # The seed written by TF, restored by trackpoint into Keras-on-TF: same as TF's restore.
+    assert ours["fixture"]["weights"] == tf_written["fixture"]["weights"]
+    assert ours["fixture"]["optimizer"] == tf_written["fixture"]["optimizer"]
+    for kind in KINDS:
+        # Written by trackpoint on the TF backend: TF and trackpoint read back every bit.
+        assert ours[kind]["read_by_tf"] == ours[kind]["written"], kind
+        assert ours[kind]["read_by_trackpoint"] == ours[kind]["written"], kind
+
+
+@pytest.mark.tf
 def test_keras_layers_on_torch_get_the_keras_adapter_after_the_torch_one(restored):
     assert restored["torch"]["adapter_after_torch"] == "trackpoint.adapters.keras"
 
