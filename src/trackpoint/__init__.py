@@ -18,6 +18,7 @@ from .checkpoint import Checkpoint as Checkpoint
 from .checkpoint import CheckpointOptions as CheckpointOptions
 from .checkpoint import load_weights as load_weights
 from .checkpoint import save_weights as save_weights
+from .errors import AsyncSaveError as AsyncSaveError
 from .errors import CheckpointNotFoundError as CheckpointNotFoundError
 from .errors import CorruptCheckpointError as CorruptCheckpointError
 from .errors import DTypeMismatchError as DTypeMismatchError
@@ -47,6 +48,7 @@ from .reader import load_checkpoint as load_checkpoint
 __version__ = "0.1.0"
 
 __all__ = [
+    "AsyncSaveError",
     "Checkpoint",
     "CheckpointManager",
     "CheckpointNotFoundError",

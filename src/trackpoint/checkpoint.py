@@ -8,6 +8,7 @@ structure and return a status object (TF format doc §1.2, §7).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import warnings
 from dataclasses import dataclass
@@ -16,13 +17,15 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from google.protobuf.message import DecodeError
 
+from .engine import AsyncSaver, write_bundle
 from .errors import (
     CorruptCheckpointError,
     InvalidValueError,
     NotTrackableError,
+    TrackpointError,
     TrackpointWarning,
 )
-from .format import BundleReader, BundleWriter, write_checkpoint_state
+from .format import BundleReader, read_checkpoint_state, write_checkpoint_state
 from .format.protos import trackable_object_graph_pb2 as graph_pb2
 from .graph import (
     OBJECT_GRAPH_KEY,
@@ -40,10 +43,14 @@ from .graph._trackable import check_compatible
 from .reader import resolve_prefix
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping
+    from collections.abc import Callable, Mapping, Sequence
+    from types import TracebackType
+
+    from numpy.typing import NDArray
 
     from ._typing import PathLike
     from .graph import Value
+    from .graph._view import SavedValue
 
 __all__ = ["Checkpoint", "CheckpointOptions", "load_weights", "save_weights"]
 
@@ -55,13 +62,24 @@ class CheckpointOptions:
     """How a checkpoint is written.
 
     Attributes:
-        num_shards: How many data files to split the values into (size-balanced).
+        num_shards: How many data files to split the values into (size-balanced). None
+            chooses by size: one file for small states (TF's layout), one per writer
+            thread once there is enough data for parallel writes to pay.
+        threads: How many threads write and checksum the data files (None: the cores
+            available, up to 8).
         durable: fsync every file and the folder before `save`/`write` returns, so the
             checkpoint survives a power loss, not only a process crash.
+        enable_async: Return as soon as every value is copied into host buffers (reused
+            from save to save); a background thread writes and commits the checkpoint.
+            At most one save is in flight: the next `save`, or `sync()`, waits for it and
+            raises its failure as `AsyncSaveError`. "Latest" (and, for a manager,
+            deletions) move only once the write is complete.
     """
 
-    num_shards: int = 1
+    num_shards: int | None = None
+    threads: int | None = None
     durable: bool = False
+    enable_async: bool = False
 
 
 class _RootProxy(Trackable):
@@ -120,6 +138,7 @@ class Checkpoint(Module):
     def __init__(self, root: object = None, **children: object) -> None:
         self._root_object = root
         self._save_counter: Variable | None = None
+        self._async_saver: AsyncSaver | None = None  # made by the first async save
         for name in sorted(children):
             if name == SAVE_COUNTER:
                 raise InvalidValueError("'save_counter' is the Checkpoint's own counter's name")
@@ -149,19 +168,89 @@ class Checkpoint(Module):
     # -- saving ------------------------------------------------------------------------------
 
     def write(self, file_prefix: PathLike, options: CheckpointOptions | None = None) -> str:
-        """Write exactly `file_prefix` (no counter bump, no state file); return it."""
+        """Write exactly `file_prefix` (no counter bump, no state file); return it.
+
+        With `options.enable_async` it returns once the values are snapshotted; the
+        write goes on in the background (`sync()` waits for it).
+        """
         options = options or CheckpointOptions()
         prefix = os.fspath(file_prefix)
-        view = GraphView(self._graph_root())
-        graph_bytes = view.to_proto().SerializeToString()
-        with BundleWriter(prefix, num_shards=options.num_shards, durable=options.durable) as w:
-            for saved in view.saved_values():
-                w.add(saved.key, saved.value.read())
-            graph_value = np.empty((), dtype=object)
-            graph_value[()] = graph_bytes
-            # TF writes the object graph last, into the last shard (format doc §5.1).
-            w.add(OBJECT_GRAPH_KEY, graph_value, shard=options.num_shards - 1)
+        self.sync()  # at most one save in flight; a failed one is reported first
+        if options.enable_async:
+            self._write_async(prefix, options)
+            return prefix
+        saved, graph_bytes = self._saved_values()
+        _write_items(prefix, [(s.key, s.value.read()) for s in saved], graph_bytes, options)
         return prefix
+
+    def _saved_values(self) -> tuple[list[SavedValue], bytes]:
+        """The values to save now, and the serialized object graph naming them."""
+        view = GraphView(self._graph_root())
+        return view.saved_values(), view.to_proto().SerializeToString()
+
+    def _write_async(
+        self,
+        prefix: str,
+        options: CheckpointOptions,
+        *,
+        commit: Callable[[], None] | None = None,
+        on_failure: Callable[[], None] | None = None,
+        previous: str | None = None,
+    ) -> None:
+        """Snapshot every value into reusable host buffers, then write in the background.
+
+        Args:
+            prefix: The prefix to write.
+            options: How to write it.
+            commit: Run in the background once the bundle is complete (the state file).
+            on_failure: Run in the background when the write or the commit failed.
+            previous: The latest checkpoint meanwhile (named by the error if this fails).
+        """
+        saver = self._async_saver
+        if saver is None:
+            saver = self._async_saver = AsyncSaver()
+        saved, graph_bytes = self._saved_values()
+        # One value read at a time: a GPU tensor's host copy is dropped once snapshotted.
+        snapshot = saver.snapshot((s.key, s.value.read()) for s in saved)
+        saver.submit(
+            prefix,
+            # Looked up when the thread runs, so the write path stays the one sync saves use.
+            lambda: _write_items(prefix, snapshot, graph_bytes, options),
+            commit=commit,
+            on_failure=on_failure,
+            previous=previous,
+        )
+
+    def sync(self) -> None:
+        """Wait for the background save in flight (`enable_async`), if there is one.
+
+        Raises:
+            AsyncSaveError: A background save failed; the checkpoint before it is intact
+                and still the latest. Raised once; the next save starts afresh.
+        """
+        if self._async_saver is not None:
+            self._async_saver.sync()
+
+    def _check_async(self) -> None:
+        """Raise a finished background save's failure, without waiting for one running."""
+        if self._async_saver is not None:
+            self._async_saver.check()
+
+    def __enter__(self) -> Checkpoint:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc_type is None:
+            self.sync()
+        elif self._async_saver is not None:
+            # Wait, but let the exception in flight propagate; a background failure stays
+            # pending for the next save or sync.
+            self._async_saver.wait()
 
     def save(self, file_prefix: PathLike, options: CheckpointOptions | None = None) -> str:
         """Write `file_prefix-N` (N = the bumped `save_counter`) and update the state file.
@@ -169,21 +258,29 @@ class Checkpoint(Module):
         Returns:
             The prefix written.
         """
+        self.sync()  # the previous save completes (or reports its failure) first
         counter = self.save_counter
         previous = int(counter.numpy())
         counter.assign(previous + 1)
         path = f"{os.fspath(file_prefix)}-{previous + 1}"
+        folder = os.path.dirname(path)
+        durable = bool(options and options.durable)
         try:
+            if options is not None and options.enable_async:
+                self._write_async(
+                    path,
+                    options,
+                    # The state file moves only after the bundle is complete.
+                    commit=lambda: write_checkpoint_state(folder, path, [path], durable=durable),
+                    on_failure=lambda: _undo_count(counter, previous),
+                    previous=_recorded_latest(folder),
+                )
+                return path
             self.write(path, options)
         except BaseException:
             counter.assign(previous)  # a failed save does not use up a number
             raise
-        write_checkpoint_state(
-            os.path.dirname(path),
-            path,
-            [path],
-            durable=bool(options and options.durable),
-        )
+        write_checkpoint_state(folder, path, [path], durable=durable)
         return path
 
     # -- restoring ---------------------------------------------------------------------------
@@ -282,6 +379,44 @@ def load_weights(model: object, file_prefix: PathLike) -> LoadStatus | NameBased
         array([1., 1.], dtype=float32)
     """
     return Checkpoint(root=model).read(file_prefix)
+
+
+def _write_items(
+    prefix: str,
+    items: Sequence[tuple[str, NDArray[Any]]],
+    graph_bytes: bytes,
+    options: CheckpointOptions,
+) -> None:
+    """Write `(key, host array)` items and the serialized object graph to `prefix`.
+
+    The one write path of every save: sync saves pass views of the live values, the
+    background thread of an async save passes its snapshot.
+    """
+    graph_value = np.empty((), dtype=object)
+    graph_value[()] = graph_bytes
+    write_bundle(
+        prefix,
+        [*items, (OBJECT_GRAPH_KEY, graph_value)],
+        num_shards=options.num_shards,
+        threads=options.threads,
+        durable=options.durable,
+        # TF writes the object graph last, into the last shard (format doc §5.1).
+        last_key=OBJECT_GRAPH_KEY,
+    )
+
+
+def _undo_count(counter: Variable, previous: int) -> None:
+    """Give back the number of a save that failed in the background (if still unused)."""
+    if int(counter.numpy()) == previous + 1:
+        counter.assign(previous)
+
+
+def _recorded_latest(folder: str) -> str | None:
+    """The latest checkpoint the folder's state file names, or None (for messages only)."""
+    with contextlib.suppress(TrackpointError, OSError):
+        state = read_checkpoint_state(folder or ".")
+        return None if state is None else state.model_checkpoint_path
+    return None
 
 
 def _restore_by_name(reader: BundleReader, root: Trackable, prefix: str) -> NameBasedLoadStatus:

@@ -13,7 +13,8 @@ TrackpointError(Exception)
 ├── KeyNotFoundError            (+KeyError)     no tensor under that key
 ├── MismatchError               (+AssertionError)  raised by status.assert_*
 ├── ShapeMismatchError, DTypeMismatchError  (+ValueError)  a value does not fit its object
-└── NotTrackableError           (+TypeError)    a value trackpoint cannot save
+├── NotTrackableError           (+TypeError)    a value trackpoint cannot save
+└── AsyncSaveError              a background save failed; raised at sync()/the next save
 TrackpointWarning(UserWarning) → PartialRestoreWarning
 ```
 
@@ -24,6 +25,7 @@ working.
 from __future__ import annotations
 
 __all__ = [
+    "AsyncSaveError",
     "CheckpointNotFoundError",
     "CorruptCheckpointError",
     "DTypeMismatchError",
@@ -127,6 +129,23 @@ class DTypeMismatchError(TrackpointError, ValueError):
 
 class NotTrackableError(TrackpointError, TypeError):
     """A value cannot be saved into a checkpoint (unsupported dtype or object)."""
+
+
+class AsyncSaveError(TrackpointError):
+    """A background (`enable_async`) save failed; raised by the next `save` or `sync()`.
+
+    The original error is the `__cause__`. The failed checkpoint was not recorded, so the
+    previous one is still the latest.
+
+    Attributes:
+        prefix: The prefix whose background save failed (also `file`).
+        previous: The checkpoint that stayed the latest, or None.
+    """
+
+    def __init__(self, message: str, *, prefix: str, previous: str | None = None) -> None:
+        super().__init__(message, file=prefix)
+        self.prefix = prefix
+        self.previous = previous
 
 
 class TrackpointWarning(UserWarning):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import threading
 import time
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
 
     from ._typing import PathLike
     from .checkpoint import Checkpoint, CheckpointOptions
+    from .graph import Variable
 
 __all__ = ["CheckpointManager", "latest_checkpoint"]
 
@@ -42,6 +44,12 @@ def latest_checkpoint(checkpoint_dir: PathLike) -> str | None:
 
 def _as_int(value: Any) -> int:
     return int(np.asarray(value))
+
+
+def _undo_bump(counter: Variable, previous: int) -> None:
+    """Give back the number of a save that failed in the background (if still unused)."""
+    if _as_int(counter.numpy()) == previous + 1:
+        counter.assign(previous)
 
 
 class CheckpointManager:
@@ -101,6 +109,8 @@ class CheckpointManager:
         self._last_checkpoint_step: int | None = None
         self._own_name = re.compile(re.escape(checkpoint_name) + r"-\d+")
         self._maybe_delete: OrderedDict[str, float] = OrderedDict()
+        # An async save commits (records, deletes) from its background thread.
+        self._lock = threading.Lock()
         now = time.time()
         state = read_checkpoint_state(self._directory)
         if state is None:
@@ -140,7 +150,8 @@ class CheckpointManager:
     @property
     def checkpoints(self) -> list[str]:
         """Prefixes of the kept checkpoints this manager may delete, oldest first."""
-        return list(self._maybe_delete)
+        with self._lock:
+            return list(self._maybe_delete)
 
     @property
     def checkpoint_interval(self) -> int | None:
@@ -157,6 +168,10 @@ class CheckpointManager:
     ) -> str | None:
         """Save a new checkpoint, record it, then delete the ones beyond `max_to_keep`.
 
+        With `CheckpointOptions(enable_async=True)` it returns once the values are
+        snapshotted; recording the checkpoint as the latest and deleting old ones happen in
+        the background after the write is complete (`sync()` waits for them).
+
         Args:
             checkpoint_number: The number in the prefix; default: the bumped `save_counter`.
             check_interval: Honour `checkpoint_interval` (skip when too few steps passed).
@@ -164,7 +179,13 @@ class CheckpointManager:
 
         Returns:
             The new prefix, or None when skipped because of `checkpoint_interval`.
+
+        Raises:
+            AsyncSaveError: The previous (async) save failed in the background.
         """
+        # A finished background failure is reported even by a save that would be skipped;
+        # a save still running is waited for only when this one really saves.
+        self._checkpoint._check_async()
         if self._checkpoint_interval is not None:
             step = _as_int(self._step_counter)
             if self._last_checkpoint_step is not None:
@@ -173,28 +194,52 @@ class CheckpointManager:
                 if check_interval and step < self._last_checkpoint_step + self._checkpoint_interval:
                     return None
             self._last_checkpoint_step = step
+        self._checkpoint.sync()  # at most one save in flight
         counter = self._checkpoint.save_counter
         previous = _as_int(counter.numpy())
         counter.assign(previous + 1)
         number = previous + 1 if checkpoint_number is None else _as_int(checkpoint_number)
         path = f"{self._prefix}-{number}"
+        durable = bool(options and options.durable)
         try:
+            if options is not None and options.enable_async:
+                self._checkpoint._write_async(
+                    path,
+                    options,
+                    commit=lambda: self._commit(path, durable),
+                    on_failure=lambda: _undo_bump(counter, previous),
+                    previous=self._latest,
+                )
+                return path
             self._checkpoint.write(path, options)
         except BaseException:
             counter.assign(previous)
             raise
-        stamp = time.time()
-        # An overwritten checkpoint moves to the end of the queue.
-        self._maybe_delete.pop(path, None)
-        self._maybe_delete[path] = stamp
-        self._latest = path
-        durable = bool(options and options.durable)
-        # Record the new checkpoint before deleting anything, then again without the
-        # deleted ones: a crash in between leaves a state file that names files that exist.
-        self._record_state(durable)
-        if self._sweep():
-            self._record_state(durable)
+        self._commit(path, durable)
         return path
+
+    def sync(self) -> None:
+        """Wait for the background save in flight (`enable_async`), if there is one.
+
+        Raises:
+            AsyncSaveError: A background save failed; the checkpoint before it is intact
+                and still the latest.
+        """
+        self._checkpoint.sync()
+
+    def _commit(self, path: str, durable: bool) -> None:
+        """Make the complete checkpoint `path` the latest, then delete the ones beyond."""
+        with self._lock:
+            stamp = time.time()
+            # An overwritten checkpoint moves to the end of the queue.
+            self._maybe_delete.pop(path, None)
+            self._maybe_delete[path] = stamp
+            self._latest = path
+            # Record the new checkpoint before deleting anything, then again without the
+            # deleted ones: a crash in between leaves a state file naming files that exist.
+            self._record_state(durable)
+            if self._sweep():
+                self._record_state(durable)
 
     def _record_state(self, durable: bool) -> None:
         if self._latest is None:

@@ -5,9 +5,17 @@ Knows bytes and files; knows nothing of objects, frameworks or threads.
 
 from ._bundle import BundleReader as BundleReader
 from ._bundle import BundleWriter as BundleWriter
+from ._bundle import DataRange as DataRange
+from ._bundle import EncodedValue as EncodedValue
 from ._bundle import TensorInfo as TensorInfo
+from ._bundle import check_key as check_key
+from ._bundle import checksum_error as checksum_error
 from ._bundle import data_file_name as data_file_name
+from ._bundle import encode_value as encode_value
+from ._bundle import entry_proto as entry_proto
 from ._bundle import index_file_name as index_file_name
+from ._bundle import truncated_error as truncated_error
+from ._bundle import write_index as write_index
 from ._crc32c import crc32c as crc32c
 from ._crc32c import mask as mask
 from ._crc32c import unmask as unmask
@@ -28,19 +36,27 @@ __all__ = [
     "BundleWriter",
     "CheckpointState",
     "DType",
+    "DataRange",
+    "EncodedValue",
     "TableBuilder",
     "TableError",
     "TableReader",
     "TensorInfo",
     "as_dtype",
+    "check_key",
+    "checksum_error",
     "crc32c",
     "data_file_name",
     "decode_slice_key",
     "encode_slice_key",
+    "encode_value",
+    "entry_proto",
     "index_file_name",
     "latest_checkpoint",
     "mask",
     "read_checkpoint_state",
+    "truncated_error",
     "unmask",
     "write_checkpoint_state",
+    "write_index",
 ]

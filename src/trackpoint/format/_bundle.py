@@ -107,6 +107,104 @@ def _shape_list(shape: Sequence[int]) -> list[int]:
 # Writing
 
 
+@dataclass(frozen=True, slots=True)
+class EncodedValue:
+    """One value as it goes into a data file: its TF dtype, shape and bytes.
+
+    Attributes:
+        dtype: The TF dtype it is stored as.
+        shape: Its shape.
+        data: Its bytes: a flat view of the array's own buffer for numbers (no copy when
+            the array is C-contiguous and little-endian), the encoded bytes for strings.
+        crc: The entry's unmasked crc32c when already known (strings, whose checksum also
+            covers their lengths); None for numbers, whose crc is that of `data`.
+    """
+
+    dtype: DType
+    shape: tuple[int, ...]
+    data: memoryview
+    crc: int | None
+
+
+def encode_value(value: ArrayLike, dtype: DType | str | None = None) -> EncodedValue:
+    """Prepare `value` for writing as TF stores it (as `BundleWriter.add` does).
+
+    Args:
+        value: An array (strings: object/'S'/'U' arrays of bytes or str).
+        dtype: Store under another TF dtype of the same width (e.g. "qint8" for int8).
+
+    Raises:
+        NotTrackableError: a dtype TF checkpoints cannot hold.
+
+    Example:
+        >>> import numpy as np
+        >>> encoded = encode_value(np.arange(2, dtype=np.int32))
+        >>> encoded.dtype.name, encoded.shape, bytes(encoded.data).hex()
+        ('int32', (2,), '0000000001000000')
+    """
+    array = value if isinstance(value, np.ndarray) else np.asarray(value)
+    tf_dtype = as_dtype(array.dtype) if dtype is None else as_dtype(dtype)
+    if tf_dtype.numpy is None:
+        raise NotTrackableError(f"values of dtype {tf_dtype.name} cannot be written")
+    shape = tuple(int(d) for d in array.shape)
+    if tf_dtype.is_string:
+        elements = string_elements(array)
+        header, crc = encode_strings(elements)
+        return EncodedValue(tf_dtype, shape, memoryview(b"".join([header, *elements])), crc)
+    if array.dtype != tf_dtype.numpy:
+        if array.dtype.kind in "OSU" or array.dtype.itemsize != tf_dtype.numpy.itemsize:
+            raise NotTrackableError(f"cannot write a {array.dtype} array as {tf_dtype.name}")
+        # Same width (byte order, or an int array written as its quantized twin).
+        array = array.astype(tf_dtype.numpy.newbyteorder("<"), copy=False)
+    if not array.flags.c_contiguous or array.dtype.byteorder == ">":
+        array = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<"))
+    return EncodedValue(tf_dtype, shape, _as_bytes_view(array), None)
+
+
+def entry_proto(
+    dtype: DType, shape: Sequence[int], shard: int, offset: int, size: int, crc: int
+) -> bundle_pb2.BundleEntryProto:
+    """The index entry of one whole tensor; `crc` is unmasked (it is stored masked)."""
+    entry = bundle_pb2.BundleEntryProto(
+        dtype=dtype.enum,  # type: ignore[arg-type]
+        shard_id=shard,
+        offset=offset,
+        size=size,
+        crc32c=mask(crc),
+    )
+    entry.shape.SetInParent()  # TF always writes the shape, even for scalars
+    for dim in shape:
+        entry.shape.dim.add().size = int(dim)
+    return entry
+
+
+def write_index(
+    out: BinaryIO, num_shards: int, entries: dict[bytes, bundle_pb2.BundleEntryProto]
+) -> None:
+    """Write a bundle's `.index` table: the header, then `entries` sorted by key."""
+    header = bundle_pb2.BundleHeaderProto(num_shards=num_shards)
+    header.version.producer = BUNDLE_VERSION
+    table = TableBuilder(out)
+    table.add(HEADER_KEY, header.SerializeToString())
+    for key in sorted(entries):
+        table.add(key, entries[key].SerializeToString())
+    table.finish()
+
+
+def check_key(key: str | bytes) -> bytes:
+    """`key` as stored (UTF-8), refusing the empty key and keys starting with NUL.
+
+    Raises:
+        InvalidValueError: the key is reserved or cannot be encoded.
+    """
+    raw = _encode_key(key)
+    if not raw:
+        raise InvalidValueError("the empty key is reserved for the bundle header")
+    if raw.startswith(b"\x00"):
+        raise InvalidValueError(f"keys starting with a NUL byte are reserved: {raw!r}")
+    return raw
+
+
 @dataclass(slots=True)
 class _Shard:
     final: str
@@ -178,11 +276,7 @@ class BundleWriter:
             self.abort()
 
     def _check_key(self, key: str | bytes) -> bytes:
-        raw = _encode_key(key)
-        if not raw:
-            raise InvalidValueError("the empty key is reserved for the bundle header")
-        if raw.startswith(b"\x00"):
-            raise InvalidValueError(f"keys starting with a NUL byte are reserved: {raw!r}")
+        raw = check_key(key)
         if raw in self._entries or raw in self._sliced:
             raise InvalidValueError(f"key {raw.decode('utf-8', 'replace')!r} was added twice")
         return raw
@@ -208,38 +302,20 @@ class BundleWriter:
         dtype: DType | str | None,
         shard: _Shard,
     ) -> None:
-        array = value if isinstance(value, np.ndarray) else np.asarray(value)
-        tf_dtype = as_dtype(array.dtype) if dtype is None else as_dtype(dtype)
-        if tf_dtype.numpy is None:
-            raise NotTrackableError(f"values of dtype {tf_dtype.name} cannot be written")
-        entry.dtype = tf_dtype.enum  # type: ignore[assignment]
-        entry.shape.SetInParent()  # TF always writes the shape, even for scalars
-        for dim in array.shape:
-            entry.shape.dim.add().size = int(dim)
-        entry.shard_id = self._shards.index(shard)
-        entry.offset = shard.size
-        if tf_dtype.is_string:
-            elements = string_elements(array)
-            header, crc = encode_strings(elements)
-            self._write(shard, header)
-            for element in elements:
-                self._write(shard, element)
-            entry.size = len(header) + sum(len(e) for e in elements)
-        else:
-            if array.dtype != tf_dtype.numpy:
-                if array.dtype.kind in "OSU" or array.dtype.itemsize != tf_dtype.numpy.itemsize:
-                    raise NotTrackableError(
-                        f"cannot write a {array.dtype} array as {tf_dtype.name}"
-                    )
-                # Same width (byte order, or an int array written as its quantized twin).
-                array = array.astype(tf_dtype.numpy.newbyteorder("<"), copy=False)
-            if not array.flags.c_contiguous or array.dtype.byteorder == ">":
-                array = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<"))
-            view = _as_bytes_view(array)
-            crc = crc32c(view)
-            self._write(shard, view)
-            entry.size = len(view)
-        entry.crc32c = mask(crc)
+        encoded = encode_value(value, dtype)
+        offset = shard.size
+        crc = crc32c(encoded.data) if encoded.crc is None else encoded.crc
+        self._write(shard, encoded.data)
+        entry.CopyFrom(
+            entry_proto(
+                encoded.dtype,
+                encoded.shape,
+                self._shards.index(shard),
+                offset,
+                len(encoded.data),
+                crc,
+            )
+        )
 
     def add(
         self,
@@ -336,15 +412,8 @@ class BundleWriter:
                     shard.file.flush()
                     os.fsync(shard.file.fileno())
                 shard.file.close()
-            header = bundle_pb2.BundleHeaderProto(num_shards=self.num_shards)
-            header.version.producer = BUNDLE_VERSION
-            entries = {**self._entries, **self._sliced}
             with open(self._index_temp, "wb") as out:
-                table = TableBuilder(out)
-                table.add(HEADER_KEY, header.SerializeToString())
-                for key in sorted(entries):
-                    table.add(key, entries[key].SerializeToString())
-                table.finish()
+                write_index(out, self.num_shards, {**self._entries, **self._sliced})
                 if self._durable:
                     out.flush()
                     os.fsync(out.fileno())
@@ -400,6 +469,27 @@ class TensorInfo:
     size: int
     shard: int
     sliced: bool
+
+
+@dataclass(frozen=True, slots=True)
+class DataRange:
+    """Where one tensor's bytes lie, for a reader that fetches them itself (the engine).
+
+    Attributes:
+        key: The tensor's name.
+        file: The data file's path.
+        fd: An open descriptor of that file, owned by the `BundleReader`.
+        offset: The first byte of the tensor in the file.
+        size: How many bytes it has.
+        crc: Its unmasked crc32c, or None when the reader does not verify checksums.
+    """
+
+    key: str
+    file: str
+    fd: int
+    offset: int
+    size: int
+    crc: int | None
 
 
 @dataclass(slots=True)
@@ -470,6 +560,7 @@ class BundleReader:
         self._fds: dict[int, int] = {}
         self._shard_sizes: dict[int, int] = {}
         self._maps: dict[int, _mmap.mmap | None] = {}
+        self._paths: dict[int, str] = {}
         opened = _open_regular(self.index_path)
         if opened is None:
             raise CheckpointNotFoundError(
@@ -666,7 +757,10 @@ class BundleReader:
 
     def data_path(self, shard: int) -> str:
         """The path of data shard `shard`."""
-        return data_file_name(self.prefix, shard, self.num_shards)
+        path = self._paths.get(shard)
+        if path is None:
+            path = self._paths[shard] = data_file_name(self.prefix, shard, self.num_shards)
+        return path
 
     def _fd(self, shard: int) -> tuple[int, int]:
         fd = self._fds.get(shard)
@@ -711,23 +805,11 @@ class BundleReader:
         while done < len(view):
             n = os.preadv(fd, [view[done : done + _MAX_IO]], offset + done)
             if n == 0:
-                path = self.data_path(entry.shard)
-                raise CorruptCheckpointError(
-                    f"'{path}' ended while reading tensor '{entry.key}'; the file was truncated",
-                    file=path,
-                    key=entry.key,
-                )
+                raise truncated_error(entry.key, self.data_path(entry.shard))
             done += n
 
     def _checksum_error(self, entry: _Entry, computed: int) -> CorruptCheckpointError:
-        path = self.data_path(entry.shard)
-        return CorruptCheckpointError(
-            f"tensor '{entry.key}' in '{os.path.basename(path)}' failed its checksum (stored "
-            f"0x{entry.crc:08x}, computed 0x{computed:08x}); the file is damaged: restore an "
-            "earlier checkpoint or copy this one again",
-            file=path,
-            key=entry.key,
-        )
+        return checksum_error(entry.key, self.data_path(entry.shard), entry.crc, computed)
 
     def _require_decodable(self, entry: _Entry) -> None:
         if entry.dtype.name.startswith("unknown_dtype_"):
@@ -802,6 +884,45 @@ class BundleReader:
             out[...] = self._read_sliced(entry)
             return
         self._read_numeric_into(entry, out)
+
+    def locate(self, key: str, out: NDArray[Any]) -> DataRange | None:
+        """Check that tensor `key` can be read into `out`; say where its bytes are.
+
+        For readers that move the bytes themselves (`trackpoint.engine` reads many tensors
+        in parallel): the same checks as `read_into`, done before any data is read.
+
+        Returns:
+            The tensor's byte range, or None when its bytes cannot simply be copied into
+            `out` (a sliced tensor, a big-endian bundle, a reader with `mmap=True`); read
+            those with `read_into`.
+
+        Raises:
+            (as `read_into`, for what can be checked without reading data)
+        """
+        entry = self._entry(key)
+        self._require_decodable(entry)
+        if entry.dtype.is_string:
+            raise InvalidValueError(f"tensor '{key}' holds strings; use get_tensor for it")
+        if tuple(out.shape) != entry.shape or out.dtype != entry.dtype.numpy:
+            raise InvalidValueError(
+                f"tensor '{key}' is {entry.dtype.name} {list(entry.shape)} but the buffer is "
+                f"{out.dtype} {list(out.shape)}"
+            )
+        if not (out.flags.c_contiguous and out.flags.writeable):
+            raise InvalidValueError(
+                f"the buffer for tensor '{key}' must be writeable and C-contiguous"
+            )
+        if entry.slices or self.big_endian or self._use_mmap:
+            return None
+        fd = self._check_range(entry)
+        return DataRange(
+            entry.key,
+            self.data_path(entry.shard),
+            fd,
+            entry.offset,
+            entry.size,
+            entry.crc if self.verify_checksums else None,
+        )
 
     def _read_numeric_into(self, entry: _Entry, out: NDArray[Any]) -> None:
         fd = self._check_range(entry)
@@ -931,6 +1052,26 @@ class BundleReader:
                 os.close(fd)
         except OSError:
             pass
+
+
+def checksum_error(key: str, file: str, stored: int, computed: int) -> CorruptCheckpointError:
+    """The error for tensor `key` of data file `file` failing its (unmasked) checksum."""
+    return CorruptCheckpointError(
+        f"tensor '{key}' in '{os.path.basename(file)}' failed its checksum (stored "
+        f"0x{stored:08x}, computed 0x{computed:08x}); the file is damaged: restore an "
+        "earlier checkpoint or copy this one again",
+        file=file,
+        key=key,
+    )
+
+
+def truncated_error(key: str, file: str) -> CorruptCheckpointError:
+    """The error for data file `file` ending inside tensor `key`."""
+    return CorruptCheckpointError(
+        f"'{file}' ended while reading tensor '{key}'; the file was truncated",
+        file=file,
+        key=key,
+    )
 
 
 def _format_extents(extents: Extents) -> str:

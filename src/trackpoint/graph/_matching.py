@@ -15,12 +15,15 @@ import warnings
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
+from trackpoint.engine import read_into_many
 from trackpoint.errors import NotTrackableError, ShapeMismatchError, TrackpointWarning
 
 from ._keys import VARIABLE_VALUE, display_path, escape_local_name
 from ._trackable import Trackable, check_compatible, to_trackable
 
 if TYPE_CHECKING:
+    from numpy.typing import NDArray
+
     from trackpoint.format import BundleReader
     from trackpoint.format.protos import trackable_object_graph_pb2 as graph_pb2
 
@@ -51,6 +54,8 @@ class Restorer:
         self.parent_edge: dict[int, tuple[int, str]] = {}
         # Immutable values restored as new objects, not yet put into their parents.
         self._replaced: dict[int, object] = {}
+        # (key, live buffer) reads collected by `_bind_from`, done together at its end.
+        self._pending_reads: list[tuple[str, NDArray[Any]]] = []
         self.paths = self._saved_paths()
         self._slot_refs: dict[int, list[SlotRef]] = {}
         for opt_id, node in enumerate(graph.nodes):
@@ -127,7 +132,19 @@ class Restorer:
                 self.parent_edge[child_id] = (parent_id, edge.local_name)
                 if self._bind(child_id, live):
                     queue.append(child_id)
+        self._read_pending()
         self._apply_replacements()
+
+    def _read_pending(self) -> None:
+        """Read the in-place values collected while binding, all at once.
+
+        The engine reads them in parallel, large values straight into the live memory and
+        small ones batched. Nothing reads those live values in between: binding looks at
+        shapes and dtypes only, and values restored otherwise (new objects, slots created
+        from checkpoint values) are read from the bundle on their own.
+        """
+        pending, self._pending_reads = self._pending_reads, []
+        read_into_many(self.reader, pending)
 
     def _apply_replacements(self) -> None:
         """Put restored immutable values into their parents, rebuilding immutable parents.
@@ -208,7 +225,8 @@ class Restorer:
                 raise ShapeMismatchError(f"{err}; {hint}", key=err.key) from err
             buffer = value.restore_buffer()
             if buffer is not None and not info.sliced and not info.dtype.is_string:
-                self.reader.read_into(key, buffer)
+                # Read with the others bound in this pass, in parallel (see `_read_pending`).
+                self._pending_reads.append((key, buffer))
             else:
                 replacement = value.assign(self.reader.get_tensor(key))
                 if replacement is not None:
