@@ -27,6 +27,7 @@ from trackpoint.format import (
     data_file_name,
     encode_value,
     entry_proto,
+    fsync_dir,
     index_file_name,
     write_index,
 )
@@ -177,7 +178,7 @@ def write_bundle(
             os.replace(temp, final)
         os.replace(index_temp, index_final)
         if durable:
-            _fsync_dir(folder or ".")
+            fsync_dir(folder or ".")
     except BaseException:
         for fd in fds:
             os.close(fd)
@@ -264,11 +265,3 @@ def _preallocate(fd: int, size: int) -> None:
         else:
             return
     os.ftruncate(fd, size)
-
-
-def _fsync_dir(folder: str) -> None:
-    fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

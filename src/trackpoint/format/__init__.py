@@ -27,6 +27,7 @@ from ._sstable import TableBuilder as TableBuilder
 from ._sstable import TableError as TableError
 from ._sstable import TableReader as TableReader
 from ._state_file import CheckpointState as CheckpointState
+from ._state_file import fsync_dir as fsync_dir
 from ._state_file import latest_checkpoint as latest_checkpoint
 from ._state_file import read_checkpoint_state as read_checkpoint_state
 from ._state_file import write_checkpoint_state as write_checkpoint_state
@@ -51,6 +52,7 @@ __all__ = [
     "encode_slice_key",
     "encode_value",
     "entry_proto",
+    "fsync_dir",
     "index_file_name",
     "latest_checkpoint",
     "mask",

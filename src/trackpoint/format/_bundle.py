@@ -47,6 +47,7 @@ from ._dtypes import (
 )
 from ._slices import Extents, encode_slice_key, normalize_extents
 from ._sstable import TableBuilder, TableError, TableReader
+from ._state_file import fsync_dir as _fsync_dir
 from .protos import tensor_bundle_pb2 as bundle_pb2
 
 if TYPE_CHECKING:
@@ -436,14 +437,6 @@ class BundleWriter:
             if path:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(path)
-
-
-def _fsync_dir(folder: str) -> None:
-    fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 # ---------------------------------------------------------------------------------------
@@ -867,6 +860,14 @@ class BundleReader:
             InvalidValueError: `out` does not fit the tensor.
             (and as `get_tensor`)
         """
+        entry = self._destination_entry(key, out)
+        if entry.slices:
+            out[...] = self._read_sliced(entry)
+            return
+        self._read_numeric_into(entry, out)
+
+    def _destination_entry(self, key: str, out: NDArray[Any]) -> _Entry:
+        """The entry of `key`, after checking `out` can take its values in place."""
         entry = self._entry(key)
         self._require_decodable(entry)
         if entry.dtype.is_string:
@@ -880,10 +881,7 @@ class BundleReader:
             raise InvalidValueError(
                 f"the buffer for tensor '{key}' must be writeable and C-contiguous"
             )
-        if entry.slices:
-            out[...] = self._read_sliced(entry)
-            return
-        self._read_numeric_into(entry, out)
+        return entry
 
     def locate(self, key: str, out: NDArray[Any]) -> DataRange | None:
         """Check that tensor `key` can be read into `out`; say where its bytes are.
@@ -899,19 +897,7 @@ class BundleReader:
         Raises:
             (as `read_into`, for what can be checked without reading data)
         """
-        entry = self._entry(key)
-        self._require_decodable(entry)
-        if entry.dtype.is_string:
-            raise InvalidValueError(f"tensor '{key}' holds strings; use get_tensor for it")
-        if tuple(out.shape) != entry.shape or out.dtype != entry.dtype.numpy:
-            raise InvalidValueError(
-                f"tensor '{key}' is {entry.dtype.name} {list(entry.shape)} but the buffer is "
-                f"{out.dtype} {list(out.shape)}"
-            )
-        if not (out.flags.c_contiguous and out.flags.writeable):
-            raise InvalidValueError(
-                f"the buffer for tensor '{key}' must be writeable and C-contiguous"
-            )
+        entry = self._destination_entry(key, out)
         if entry.slices or self.big_endian or self._use_mmap:
             return None
         fd = self._check_range(entry)

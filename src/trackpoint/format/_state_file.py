@@ -196,11 +196,16 @@ def write_checkpoint_state(
             os.unlink(temp)
         raise
     if durable:
-        fd = os.open(folder or ".", os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        fsync_dir(folder or ".")
+
+
+def fsync_dir(folder: str) -> None:
+    """Fsync a folder, so that the renames and creations in it survive a power loss."""
+    fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def latest_checkpoint(folder: PathLike, *, filename: str = STATE_FILENAME) -> str | None:
