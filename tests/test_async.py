@@ -413,3 +413,12 @@ def test_torch_model_and_optimizer_round_trip(tmp_path: Path, hook: BlockingWrit
         for name, value in want.items():
             assert torch.equal(torch.as_tensor(got[name]), torch.as_tensor(value)), name
     assert fresh_optimizer.param_groups[0]["lr"] == 0.01
+
+
+def test_restore_or_initialize_waits_for_the_save_in_flight(tmp_path):
+    v = trackpoint.Variable(np.arange(4.0))
+    manager = trackpoint.CheckpointManager(trackpoint.Checkpoint(v=v), tmp_path, max_to_keep=2)
+    path = manager.save(options=trackpoint.CheckpointOptions(enable_async=True))
+    # The latest checkpoint is the one being written: restoring it must wait for its commit.
+    assert manager.restore_or_initialize() == path
+    assert trackpoint.latest_checkpoint(tmp_path) == path

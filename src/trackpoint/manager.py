@@ -296,7 +296,12 @@ class CheckpointManager:
 
         Returns:
             The restored prefix, or None when initialized.
+
+        Raises:
+            AsyncSaveError: A background save in flight failed (it is waited for first, so
+                that "latest" is settled before restoring it).
         """
+        self.sync()
         if self._latest is not None:
             self._checkpoint.restore(self._latest)
             if self._checkpoint_interval is not None:
