@@ -321,3 +321,26 @@ def test_immutable_value_directly_on_a_checkpoint_is_replaced(tmp_path: Path) ->
     ckpt = trackpoint.Checkpoint(w=Frozen(np.zeros(3)))
     ckpt.read(path).assert_consumed()
     np.testing.assert_array_equal(ckpt.w.value, np.arange(3.0))
+
+
+def test_restore_looks_children_up_without_rebuilding_the_container(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Restoring into a dict or list of N values must look each child up directly: building
+    # the whole children map per lookup made a 20,000-tensor restore take minutes.
+    from trackpoint.graph import _trackable
+
+    params = {"w": [np.ones(2), np.zeros(3)], "b": np.ones(1)}
+    path = trackpoint.Checkpoint(params=params).write(tmp_path / "p")
+    target = {"w": [np.zeros(2), np.ones(3)], "b": np.zeros(1)}
+    ckpt = trackpoint.Checkpoint(params=target)
+
+    def refuse(self: object) -> None:
+        raise AssertionError("restore rebuilt a container's whole children map")
+
+    monkeypatch.setattr(_trackable._DictTrackable, "trackable_children", refuse)
+    monkeypatch.setattr(_trackable._ListTrackable, "trackable_children", refuse)
+    status = ckpt.read(path)
+    monkeypatch.undo()
+    status.assert_consumed()
+    np.testing.assert_array_equal(target["w"][1], np.zeros(3))

@@ -113,8 +113,7 @@ class LoadStatus(_StatusBase):
             if saved is None:
                 missing.append(node.display)
                 continue
-            done = {name for n, name in restorer.restored if n == saved}
-            if any(v.name not in done for v in node.values):
+            if any((saved, v.name) not in restorer.restored for v in node.values):
                 missing.append(node.display)
         return missing
 

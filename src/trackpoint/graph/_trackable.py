@@ -276,6 +276,15 @@ class _ListTrackable(Trackable):
         fields = getattr(self._items, "_fields", ())
         return fields.index(name) if name in fields else int(name)
 
+    def lookup_child(self, name: str) -> object | None:
+        # One element, not the whole children map: restore looks up every child by name,
+        # and rebuilding the map each time made restoring a long list quadratic.
+        try:
+            value = self._items[self._index(name)]
+        except (ValueError, IndexError):
+            return None
+        return value if _is_trackable_element(value) else None
+
     def replace_child(self, name: str, new: object) -> bool:
         if isinstance(self._items, list):
             self._items[self._index(name)] = new
@@ -308,6 +317,11 @@ class _DictTrackable(Trackable):
             if _is_trackable_element(value):
                 children[key] = value
         return children
+
+    def lookup_child(self, name: str) -> object | None:
+        # O(1), for the same reason as _ListTrackable.lookup_child.
+        value = self._items.get(name)
+        return value if value is not None and _is_trackable_element(value) else None
 
     def replace_child(self, name: str, new: object) -> bool:
         self._items[name] = new
