@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -332,7 +333,7 @@ def test_restore_looks_children_up_without_rebuilding_the_container(
 
     params = {"w": [np.ones(2), np.zeros(3)], "b": np.ones(1)}
     path = trackpoint.Checkpoint(params=params).write(tmp_path / "p")
-    target = {"w": [np.zeros(2), np.ones(3)], "b": np.zeros(1)}
+    target: dict[str, Any] = {"w": [np.zeros(2), np.ones(3)], "b": np.zeros(1)}
     ckpt = trackpoint.Checkpoint(params=target)
 
     def refuse(self: object) -> None:
