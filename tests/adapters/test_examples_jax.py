@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,20 +12,13 @@ pytest.importorskip("flax.nnx")
 
 import trackpoint
 
-pytestmark = pytest.mark.jax
+from ._examples import run_example
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+pytestmark = pytest.mark.jax
 
 
 def _run(cwd: Path, script: str, *args: str) -> str:
-    result = subprocess.run(
-        [sys.executable, str(EXAMPLES / script), *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return result.stdout
+    return run_example(script, cwd, *args)
 
 
 def test_checkpoint_then_restore_in_a_new_process(tmp_path):

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import importlib.util
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,24 +12,14 @@ if importlib.util.find_spec("keras") is None or importlib.util.find_spec("jax") 
         "needs keras and jax (pip install 'trackpoint[keras,jax]')", allow_module_level=True
     )
 
-pytestmark = pytest.mark.keras
+from ._examples import run_example
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+pytestmark = pytest.mark.keras
 
 
 def _run(name: str, cwd: Path, *args: str) -> str:
     # Keras picks its backend at import: a fresh process with KERAS_BACKEND set.
-    env = {**os.environ, "KERAS_BACKEND": "jax", "TF_CPP_MIN_LOG_LEVEL": "3"}
-    result = subprocess.run(
-        [sys.executable, str(EXAMPLES / name), *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    return result.stdout
+    return run_example(name, cwd, *args, env={"KERAS_BACKEND": "jax", "TF_CPP_MIN_LOG_LEVEL": "3"})
 
 
 def _kernel_sum(output: str) -> str:

@@ -2,29 +2,17 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 pytest.importorskip("torch")
 
+from ._examples import run_example
+
 pytestmark = pytest.mark.torch
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
-
-
-def _run(name: str, cwd: Path, *args: str) -> str:
-    result = subprocess.run(
-        [sys.executable, str(EXAMPLES / name), *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    return result.stdout
+_run = run_example
 
 
 def _weight_sum(output: str) -> str:

@@ -151,31 +151,29 @@ class Restorer:
 
         Deepest nodes first, so that a rebuilt parent already holds its new children.
         """
+        # One pass per depth level, not per node: a tree of many JAX leaves must not make
+        # this quadratic.
         while self._replaced:
-            depth = {n: len(self.paths.get(n, ())) for n in self._replaced}
-            node_id = max(self._replaced, key=lambda n: depth[n])
-            new = self._replaced.pop(node_id)
-            edge = self.parent_edge.get(node_id)
-            if edge is None:
-                raise NotTrackableError(
-                    f"{self.display(node_id)} was restored as a new object but has no parent "
-                    "to hold it; make the root of the checkpoint a mutable object"
-                )
-            parent_id, name = edge
-            parent = self.trackables[parent_id]
-            # Siblings replaced in the same pass join one rebuild of their parent.
-            siblings = {name: new}
-            for other in [
-                n for n in self._replaced if self.parent_edge.get(n, (None,))[0] == parent_id
-            ]:
-                siblings[self.parent_edge[other][1]] = self._replaced.pop(other)
-            if all(parent.replace_child(n, obj) for n, obj in siblings.items()):
-                continue
-            rebuilt = parent.with_children(siblings)
-            self.bound[parent_id] = rebuilt
-            self.trackables[parent_id] = to_trackable(rebuilt, path=self.display(parent_id))
-            self.bound_ids[id(rebuilt)] = parent_id
-            self._replaced[parent_id] = rebuilt
+            deepest = max(len(self.paths.get(n, ())) for n in self._replaced)
+            by_parent: dict[int, dict[str, object]] = {}
+            for node_id in [n for n in self._replaced if len(self.paths.get(n, ())) == deepest]:
+                edge = self.parent_edge.get(node_id)
+                if edge is None:
+                    raise NotTrackableError(
+                        f"{self.display(node_id)} was restored as a new object but has no "
+                        "parent to hold it; make the root of the checkpoint a mutable object"
+                    )
+                # Siblings replaced in the same pass join one rebuild of their parent.
+                by_parent.setdefault(edge[0], {})[edge[1]] = self._replaced.pop(node_id)
+            for parent_id, siblings in by_parent.items():
+                parent = self.trackables[parent_id]
+                if all(parent.replace_child(n, obj) for n, obj in siblings.items()):
+                    continue
+                rebuilt = parent.with_children(siblings)
+                self.bound[parent_id] = rebuilt
+                self.trackables[parent_id] = to_trackable(rebuilt, path=self.display(parent_id))
+                self.bound_ids[id(rebuilt)] = parent_id
+                self._replaced[parent_id] = rebuilt
 
     def _bind(self, node_id: int, obj: object) -> bool:
         """Bind `node_id` to `obj` and restore its values; False if it was bound already."""
