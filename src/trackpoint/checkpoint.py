@@ -310,6 +310,7 @@ class Checkpoint(Module):
                 file=reader.index_path,
                 key=OBJECT_GRAPH_KEY,
             ) from err
+        del raw  # parsed: no need to hold the bytes through the restore as well
         if not graph.nodes:
             raise CorruptCheckpointError(
                 f"the object graph of '{prefix}' has no nodes", file=reader.index_path

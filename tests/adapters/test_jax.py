@@ -116,6 +116,28 @@ def test_pytree_round_trips_with_structure_dtypes_and_values(tmp_path, kind):
         np.testing.assert_array_equal(np.asarray(leaf), old)
 
 
+def test_restored_arrays_are_built_on_the_read_buffer_without_a_second_copy(tmp_path, monkeypatch):
+    saved = {"w": jnp.arange(300_000, dtype=jnp.float32), "b": jnp.arange(7, dtype=jnp.int32)}
+    path = trackpoint.Checkpoint(params=saved).write(tmp_path / "ckpt")
+    staged: list[np.ndarray] = []
+    original = trackpoint.graph.Value.staging_buffer
+
+    def recording(self):
+        buffer = original(self)
+        staged.append(buffer)
+        return buffer
+
+    monkeypatch.setattr(trackpoint.graph.Value, "staging_buffer", recording)
+    ckpt = trackpoint.Checkpoint(params={"w": jnp.zeros(300_000), "b": jnp.zeros(7, jnp.int32)})
+    ckpt.read(path).assert_consumed()
+    # Each array was read once, into a buffer XLA adopted as the array's own memory.
+    pointers = {buffer.ctypes.data for buffer in staged}
+    assert len(staged) == 2
+    for leaf in jax.tree.leaves(ckpt.params):
+        assert leaf.unsafe_buffer_pointer() in pointers
+    _assert_same_tree(ckpt.params, saved)
+
+
 def test_static_fields_and_python_numbers_are_not_saved_and_keep_the_targets(tmp_path):
     saved = TrainState(params={"w": jnp.ones(2), "lr": 0.1}, step=jnp.asarray(3), label="saved")
     path = trackpoint.Checkpoint(state=saved).write(tmp_path / "ckpt")

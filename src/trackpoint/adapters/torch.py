@@ -150,12 +150,20 @@ def _host_array(tensor: torch.Tensor) -> NDArray[Any]:
 
 def _to_torch(array: NDArray[Any], dtype: torch.dtype) -> torch.Tensor:
     """A CPU tensor of `dtype` holding `array` (copied: restored arrays may be read-only)."""
-    copy = np.array(array, copy=True, order="C")
+    view = _torch_view(np.array(array, copy=True, order="C"), dtype)
+    assert view is not None  # noqa: S101 - a fresh copy is writeable and contiguous
+    return view
+
+
+def _torch_view(array: NDArray[Any], dtype: torch.dtype) -> torch.Tensor | None:
+    """A CPU tensor of `dtype` sharing `array`'s memory; None if it is not C-contiguous."""
+    if not array.flags.c_contiguous:
+        return None
     viewed = _VIEWED.get(dtype)
     if viewed is None:
-        return torch.from_numpy(copy)
+        return torch.from_numpy(array)
     carrier = viewed[1]
-    return torch.from_numpy(copy.view(_CARRIER_NUMPY[carrier])).view(dtype)
+    return torch.from_numpy(array.view(_CARRIER_NUMPY[carrier])).view(dtype)
 
 
 def _check_tensor(tensor: torch.Tensor) -> None:
@@ -200,8 +208,20 @@ class _TensorValue(Value):
             return _numpy_view(tensor.detach())
         return None
 
+    def staging_buffer(self) -> NDArray[Any]:
+        if self.tensor.device.type == "cuda":
+            # Read into pinned host memory so the copy to the GPU is one DMA transfer;
+            # torch's caching host allocator hands the block out again on the next restore.
+            pinned = torch.empty(tuple(self.tensor.shape), dtype=self.tensor.dtype, pin_memory=True)
+            return _numpy_view(pinned)
+        return super().staging_buffer()
+
     def assign(self, value: NDArray[Any]) -> None:
-        source = _to_torch(value, self.tensor.dtype)
+        # A writeable buffer (the restore's staging buffer) is viewed, not copied: copy_
+        # below is the one copy into the live tensor.
+        source = _torch_view(value, self.tensor.dtype) if value.flags.writeable else None
+        if source is None:
+            source = _to_torch(value, self.tensor.dtype)
         with torch.no_grad():
             self.tensor.copy_(source)
 

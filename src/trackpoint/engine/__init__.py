@@ -10,6 +10,7 @@ writer calls `write_bundle` with its snapshot).
 Knows bytes, arrays and threads; knows nothing of objects or frameworks.
 """
 
+from ._buffers import aligned_empty as aligned_empty
 from ._plan import SavePlan as SavePlan
 from ._plan import WriteItem as WriteItem
 from ._plan import default_num_shards as default_num_shards
@@ -23,6 +24,7 @@ __all__ = [
     "AsyncSaver",
     "SavePlan",
     "WriteItem",
+    "aligned_empty",
     "default_num_shards",
     "default_threads",
     "plan_save",

@@ -40,7 +40,13 @@ _PIECE_BYTES = 4 << 20
 _PARALLEL_BYTES = 8 << 20
 _MAX_IO = 0x7FFFF000
 
-_Request = tuple["DataRange", memoryview]
+#: A tensor's byte range and its destination array (viewed as bytes only when read: a
+#: byte view per tensor, made up front, would cost more than the rest of a request).
+_Request = tuple["DataRange", "NDArray[Any]"]
+
+
+def _bytes(out: NDArray[Any]) -> memoryview:
+    return out.reshape(-1).view(np.uint8).data
 
 
 def read_into_many(
@@ -85,7 +91,7 @@ def read_into_many(
         if where is None:
             fallback.append((key, out))
             continue
-        ranges[where.fd].append((where, out.reshape(-1).view(np.uint8).data))
+        ranges[where.fd].append((where, out))
         total += where.size
     for key, out in fallback:  # sliced or big-endian: the reader reassembles them
         reader.read_into(key, out)
@@ -124,9 +130,10 @@ def _jobs_for_file(requests: list[_Request]) -> list[Callable[[], None]]:
 
 def _direct(request: _Request) -> Callable[[], None]:
     """A large value: read straight into its destination, checksummed piece by piece."""
-    where, out = request
+    where, array = request
 
     def run() -> None:
+        out = _bytes(array)
         crc = 0
         for start in range(0, where.size, _PIECE_BYTES):
             piece = out[start : start + _PIECE_BYTES]
@@ -151,7 +158,7 @@ def _batched(batch: list[_Request], start: int, end: int) -> Callable[[], None]:
                     computed = crc32c(data)  # the bytes just read
                     if computed != where.crc:
                         raise checksum_error(where.key, where.file, where.crc, computed)
-                out[:] = data
+                _bytes(out)[:] = data
 
     return run
 

@@ -23,11 +23,15 @@ import os
 import sys
 import threading
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from trackpoint.errors import AsyncSaveError
+
+from ._buffers import aligned_empty, run_jobs
+from ._plan import default_threads
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
@@ -91,15 +95,15 @@ class AsyncSaver:
         self.wait()
         kept: dict[str, NDArray[Any]] = {}
         copies: list[tuple[str, NDArray[Any]]] = []
+        pairs: list[tuple[NDArray[Any], NDArray[Any]]] = []
         for key, array in items:
             buffer = self.buffers.get(key)
             if buffer is None or buffer.shape != array.shape or buffer.dtype != array.dtype:
-                buffer = np.empty(array.shape, dtype=array.dtype)
-            # copyto releases the GIL for plain dtypes; object arrays (strings) copy refs,
-            # and the str/bytes they hold are immutable.
-            np.copyto(buffer, array, casting="no")
+                buffer = aligned_empty(array.shape, array.dtype)
+            pairs.append((buffer, array))
             kept[key] = buffer
             copies.append((key, buffer))
+        _copy_all(pairs)
         # Buffers of keys that disappeared are dropped, not kept forever.
         self.buffers = kept
         return copies
@@ -188,6 +192,58 @@ class AsyncSaver:
         """
         self.wait()
         self.check()
+
+
+#: Large arrays are copied in pieces of this size, so that both threads stay busy to the
+#: end whatever the sizes of the arrays.
+_CHUNK_BYTES = 8 << 20
+#: Below this much data one thread copies: starting threads would cost more than it saves.
+_PARALLEL_BYTES = 32 << 20
+
+
+def _copy_all(pairs: list[tuple[NDArray[Any], NDArray[Any]]]) -> None:
+    """Copy each `(destination, source)` pair, on several threads when there is much data.
+
+    The copy is what an async save blocks on, so it runs at the memory bandwidth of all
+    cores: copyto releases the GIL for plain dtypes. Object arrays (strings) copy
+    references; the str/bytes they hold are immutable.
+    """
+    jobs: list[Callable[[], None]] = []
+    small: list[tuple[NDArray[Any], NDArray[Any]]] = []
+    total = 0
+    for dst, src in pairs:
+        total += dst.nbytes
+        if dst.nbytes < 2 * _CHUNK_BYTES or dst.dtype.kind == "O" or not src.flags.c_contiguous:
+            small.append((dst, src))
+            continue
+        flat_dst, flat_src = dst.reshape(-1), src.reshape(-1)
+        step = max(1, _CHUNK_BYTES // dst.itemsize)
+        for start in range(0, flat_dst.size, step):
+            jobs.append(
+                partial(_copy, flat_dst[start : start + step], flat_src[start : start + step])
+            )
+    # Small arrays go in groups of about one chunk: one job per array would cost more in
+    # scheduling than the copy.
+    group: list[tuple[NDArray[Any], NDArray[Any]]] = []
+    group_bytes = 0
+    for dst, src in small:
+        group.append((dst, src))
+        group_bytes += dst.nbytes
+        if group_bytes >= _CHUNK_BYTES:
+            jobs.append(partial(_copy_group, group))
+            group, group_bytes = [], 0
+    if group:
+        jobs.append(partial(_copy_group, group))
+    run_jobs(jobs, default_threads() if total >= _PARALLEL_BYTES else 1)
+
+
+def _copy(dst: NDArray[Any], src: NDArray[Any]) -> None:
+    np.copyto(dst, src, casting="no")
+
+
+def _copy_group(pairs: list[tuple[NDArray[Any], NDArray[Any]]]) -> None:
+    for dst, src in pairs:
+        np.copyto(dst, src, casting="no")
 
 
 def _name(path: str, beside: str) -> str:

@@ -157,14 +157,14 @@ def write_bundle(
         )
         if durable:
             run_jobs([_fsyncer(fd) for fd in fds], threads)
-        entries: dict[bytes, bundle_pb2.BundleEntryProto] = {}
+        entries: dict[bytes, bundle_pb2.BundleEntryProto | bytes] = {}
         for shard_items in plan.shards:
             for item in shard_items:
                 done = encoded[item.index]
                 crc = crcs[item.index] if done.crc is None else done.crc
                 entries[keys[item.index]] = entry_proto(
                     done.dtype, done.shape, item.shard, item.offset, item.size, crc
-                )
+                ).SerializeToString()
         with open(index_temp, "xb") as out:
             write_index(out, num_shards, entries)
             if durable:

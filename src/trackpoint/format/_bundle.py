@@ -180,15 +180,20 @@ def entry_proto(
 
 
 def write_index(
-    out: BinaryIO, num_shards: int, entries: dict[bytes, bundle_pb2.BundleEntryProto]
+    out: BinaryIO, num_shards: int, entries: dict[bytes, bundle_pb2.BundleEntryProto | bytes]
 ) -> None:
-    """Write a bundle's `.index` table: the header, then `entries` sorted by key."""
+    """Write a bundle's `.index` table: the header, then `entries` sorted by key.
+
+    An entry may be given already serialized: a message object costs hundreds of bytes,
+    its bytes a few dozen, which counts when a checkpoint has 100,000 tensors.
+    """
     header = bundle_pb2.BundleHeaderProto(num_shards=num_shards)
     header.version.producer = BUNDLE_VERSION
     table = TableBuilder(out)
     table.add(HEADER_KEY, header.SerializeToString())
     for key in sorted(entries):
-        table.add(key, entries[key].SerializeToString())
+        entry = entries[key]
+        table.add(key, entry if isinstance(entry, bytes) else entry.SerializeToString())
     table.finish()
 
 
@@ -717,7 +722,7 @@ class BundleReader:
         """What the index says about `key` (no data is read)."""
         entry = self._entry(key)
         return TensorInfo(
-            key,
+            entry.key,  # the index's own string: callers holding it add no copy
             entry.dtype,
             entry.shape,
             entry.size,

@@ -12,6 +12,7 @@ optimizer with no state yet creates it.
 from __future__ import annotations
 
 import warnings
+from array import array
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
@@ -19,7 +20,7 @@ from trackpoint.engine import read_into_many
 from trackpoint.errors import NotTrackableError, ShapeMismatchError, TrackpointWarning
 
 from ._keys import VARIABLE_VALUE, display_path, escape_local_name
-from ._trackable import Trackable, check_compatible, to_trackable
+from ._trackable import Trackable, Value, check_compatible, to_trackable
 
 if TYPE_CHECKING:
     from numpy.typing import NDArray
@@ -28,6 +29,12 @@ if TYPE_CHECKING:
     from trackpoint.format.protos import trackable_object_graph_pb2 as graph_pb2
 
 __all__ = ["Restorer"]
+
+
+#: Flat per-node arrays: one machine int per node instead of a tuple or dict entry.
+def _ints(count: int) -> array[int]:
+    return array("l", [-1]) * count
+
 
 SlotRef = tuple[int, int, str, int]  # (optimizer node, variable node, slot name, slot node)
 
@@ -48,15 +55,22 @@ class Restorer:
         self.bound: dict[int, object] = {}
         self.trackables: dict[int, Trackable] = {}
         self.bound_ids: dict[int, int] = {}  # id(live object) → node
-        self.restored: set[tuple[int, str]] = set()  # (node, attribute name) restored
+        # Restored values: a flag per node for its VARIABLE_VALUE (nearly every value; a
+        # set entry per value would cost 100 bytes each), else (node, name) in a set.
+        self._restored_variable = bytearray(len(graph.nodes))
+        self._restored: set[tuple[int, str]] = set()
         self.deferred: set[int] = set()  # nodes waiting for their object to appear
-        # How each bound node was reached: (parent node, local name); for replacements.
-        self.parent_edge: dict[int, tuple[int, str]] = {}
+        # The edge each bound node was reached by, for replacements: the parent node and
+        # the index of the child reference in its list (-1: none).
+        self._bound_parent = _ints(len(graph.nodes))
+        self._bound_edge = _ints(len(graph.nodes))
         # Immutable values restored as new objects, not yet put into their parents.
         self._replaced: dict[int, object] = {}
         # (key, live buffer) reads collected by `_bind_from`, done together at its end.
         self._pending_reads: list[tuple[str, NDArray[Any]]] = []
-        self.paths = self._saved_paths()
+        # Values to assign after that pass, in binding order (staged ones read in it).
+        self._pending_assigns: list[tuple[int, Value, NDArray[Any]]] = []
+        self._first_parent, self._first_edge, self._depth = self._saved_tree()
         self._slot_refs: dict[int, list[SlotRef]] = {}
         for opt_id, node in enumerate(graph.nodes):
             for ref in node.slot_variables:
@@ -71,22 +85,56 @@ class Restorer:
 
     # -- saved-graph facts ------------------------------------------------------------
 
-    def _saved_paths(self) -> dict[int, tuple[str, ...]]:
-        """Each saved node's first-discovered path of local names (slots: none)."""
-        paths: dict[int, tuple[str, ...]] = {0: ()}
-        queue = deque([0])
+    def _saved_tree(self) -> tuple[array[int], array[int], array[int]]:
+        """Each saved node's first-discovered edge (parent, child index) and depth (-1: none).
+
+        Kept as flat arrays, paths rebuilt on demand (`path`): a path tuple per node
+        would cost more than the rest of the restore's bookkeeping.
+        """
+        count = len(self.graph.nodes)
+        parent, edge, depth = _ints(count), _ints(count), _ints(count)
+        if count:
+            depth[0] = 0
+        queue = deque([0] if count else [])
         while queue:
             node_id = queue.popleft()
-            for child in self.graph.nodes[node_id].children:
-                if child.node_id not in paths and 0 <= child.node_id < len(self.graph.nodes):
-                    paths[child.node_id] = (*paths[node_id], child.local_name)
-                    queue.append(child.node_id)
-        return paths
+            for index, child in enumerate(self.graph.nodes[node_id].children):
+                child_id = child.node_id
+                if 0 <= child_id < count and depth[child_id] < 0:
+                    parent[child_id] = node_id
+                    edge[child_id] = index
+                    depth[child_id] = depth[node_id] + 1
+                    queue.append(child_id)
+        return parent, edge, depth
+
+    def _local_name(self, parent_id: int, index: int) -> str:
+        name: str = self.graph.nodes[parent_id].children[index].local_name
+        return name
+
+    def path(self, node_id: int) -> tuple[str, ...] | None:
+        """Saved node `node_id`'s first-discovered path of local names; None for slots."""
+        if not 0 <= node_id < len(self._depth) or self._depth[node_id] < 0:
+            return None
+        names: list[str] = []
+        while node_id > 0:
+            parent = self._first_parent[node_id]
+            names.append(self._local_name(parent, self._first_edge[node_id]))
+            node_id = parent
+        return tuple(reversed(names))
+
+    def is_restored(self, node_id: int, name: str) -> bool:
+        """Whether saved node `node_id`'s attribute `name` was restored."""
+        if name == VARIABLE_VALUE:
+            return 0 <= node_id < len(self._restored_variable) and bool(
+                self._restored_variable[node_id]
+            )
+        return (node_id, name) in self._restored
 
     def display(self, node_id: int) -> str:
         """How messages name saved node `node_id` (`model.dense_1.kernel`)."""
-        if node_id in self.paths:
-            return display_path(self.paths[node_id])
+        path = self.path(node_id)
+        if path is not None:
+            return display_path(path)
         for opt_id, var_id, slot_name, slot_id in self._all_slot_refs():
             if slot_id == node_id:
                 return f"{self.display(opt_id)}'s state {slot_name!r} for {self.display(var_id)}"
@@ -115,7 +163,7 @@ class Restorer:
         while queue:
             parent_id = queue.popleft()
             parent = self.trackables[parent_id]
-            for edge in self.graph.nodes[parent_id].children:
+            for index, edge in enumerate(self.graph.nodes[parent_id].children):
                 child_id = edge.node_id
                 if not 0 <= child_id < len(self.graph.nodes) or child_id in self.bound:
                     continue
@@ -127,9 +175,12 @@ class Restorer:
                             self.deferred.add(child_id)
                             # An immutable object attached later (a JAX pytree) is restored
                             # as a new one, which this parent must then receive.
-                            self.parent_edge.setdefault(child_id, (parent_id, edge.local_name))
+                            if self._bound_parent[child_id] < 0:
+                                self._bound_parent[child_id] = parent_id
+                                self._bound_edge[child_id] = index
                     continue
-                self.parent_edge[child_id] = (parent_id, edge.local_name)
+                self._bound_parent[child_id] = parent_id
+                self._bound_edge[child_id] = index
                 if self._bind(child_id, live):
                     queue.append(child_id)
         self._read_pending()
@@ -144,7 +195,10 @@ class Restorer:
         from checkpoint values) are read from the bundle on their own.
         """
         pending, self._pending_reads = self._pending_reads, []
+        assigns, self._pending_assigns = self._pending_assigns, []
         read_into_many(self.reader, pending)
+        for node_id, value, staged in assigns:
+            self._assign(node_id, value, staged)
 
     def _apply_replacements(self) -> None:
         """Put restored immutable values into their parents, rebuilding immutable parents.
@@ -154,17 +208,18 @@ class Restorer:
         # One pass per depth level, not per node: a tree of many JAX leaves must not make
         # this quadratic.
         while self._replaced:
-            deepest = max(len(self.paths.get(n, ())) for n in self._replaced)
+            deepest = max(self._depth[n] for n in self._replaced)
             by_parent: dict[int, dict[str, object]] = {}
-            for node_id in [n for n in self._replaced if len(self.paths.get(n, ())) == deepest]:
-                edge = self.parent_edge.get(node_id)
-                if edge is None:
+            for node_id in [n for n in self._replaced if self._depth[n] == deepest]:
+                parent_id = self._bound_parent[node_id]
+                if parent_id < 0:
                     raise NotTrackableError(
                         f"{self.display(node_id)} was restored as a new object but has no "
                         "parent to hold it; make the root of the checkpoint a mutable object"
                     )
+                name = self._local_name(parent_id, self._bound_edge[node_id])
                 # Siblings replaced in the same pass join one rebuild of their parent.
-                by_parent.setdefault(edge[0], {})[edge[1]] = self._replaced.pop(node_id)
+                by_parent.setdefault(parent_id, {})[name] = self._replaced.pop(node_id)
             for parent_id, siblings in by_parent.items():
                 parent = self.trackables[parent_id]
                 if all(parent.replace_child(n, obj) for n, obj in siblings.items()):
@@ -186,7 +241,12 @@ class Restorer:
                     stacklevel=4,
                 )
             return False
-        trackable = to_trackable(obj, path=self.display(node_id))
+        try:
+            trackable = to_trackable(obj)
+        except NotTrackableError:
+            # Again, for the message only: naming a node costs a walk up its path (and a
+            # slot's a search of all slots), too much to pay for every node bound.
+            trackable = to_trackable(obj, path=self.display(node_id))
         self.bound[node_id] = obj
         self.trackables[node_id] = trackable
         self.bound_ids.setdefault(id(obj), node_id)
@@ -221,17 +281,32 @@ class Restorer:
                 if not hint:
                     raise
                 raise ShapeMismatchError(f"{err}; {hint}", key=err.key) from err
-            buffer = value.restore_buffer()
-            if buffer is not None and not info.sliced and not info.dtype.is_string:
-                # Read with the others bound in this pass, in parallel (see `_read_pending`).
-                self._pending_reads.append((key, buffer))
+            name = attribute.name
+            if name == VARIABLE_VALUE:
+                self._restored_variable[node_id] = 1
             else:
-                replacement = value.assign(self.reader.get_tensor(key))
-                if replacement is not None:
-                    self._replaced[node_id] = replacement
-                    self.bound[node_id] = replacement
-                    self.bound_ids[id(replacement)] = node_id
-            self.restored.add((node_id, attribute.name))
+                self._restored.add((node_id, name))
+            if info.sliced or info.dtype.is_string:
+                # Assigned in order with the staged values after the pass: a node's values
+                # arrive in the order it listed them (a JSON state last, after its tensors).
+                self._pending_assigns.append((node_id, value, self.reader.get_tensor(key)))
+                continue
+            # Read with the others bound in this pass, in parallel (see `_read_pending`):
+            # into the live memory, or into a staging buffer `assign` then takes.
+            buffer = value.restore_buffer()
+            if buffer is not None:
+                self._pending_reads.append((info.key, buffer))
+            else:
+                staged = value.staging_buffer()
+                self._pending_reads.append((info.key, staged))
+                self._pending_assigns.append((node_id, value, staged))
+
+    def _assign(self, node_id: int, value: Value, array: NDArray[Any]) -> None:
+        replacement = value.assign(array)
+        if replacement is not None:
+            self._replaced[node_id] = replacement
+            self.bound[node_id] = replacement
+            self.bound_ids[id(replacement)] = node_id
 
     def _restore_slots(self, node_id: int) -> None:
         for opt_id, var_id, slot_name, slot_id in self._slot_refs.get(node_id, ()):
@@ -272,7 +347,7 @@ class Restorer:
         unused = []
         for node_id, node in enumerate(self.graph.nodes):
             for attribute in node.attributes:
-                if (node_id, attribute.name) not in self.restored:
+                if not self.is_restored(node_id, attribute.name):
                     unused.append((node_id, attribute.name))
         return unused
 

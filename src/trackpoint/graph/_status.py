@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from trackpoint.errors import MismatchError, PartialRestoreWarning
 
 from ._keys import display_path
-from ._view import GraphView
+from ._view import GraphView, walk_values
 
 if TYPE_CHECKING:
     from ._matching import Restorer
@@ -106,15 +106,10 @@ class LoadStatus(_StatusBase):
     def _unrestored_live(self) -> list[str]:
         restorer = self._restorer
         missing = []
-        for node in GraphView(self._root).nodes:
-            if not node.values:
-                continue
-            saved = restorer.bound_ids.get(id(node.obj))
-            if saved is None:
-                missing.append(node.display)
-                continue
-            if any((saved, v.name) not in restorer.restored for v in node.values):
-                missing.append(node.display)
+        for obj, display, names in walk_values(self._root):
+            saved = restorer.bound_ids.get(id(obj))
+            if saved is None or any(not restorer.is_restored(saved, n) for n in names):
+                missing.append(display)
         return missing
 
     # -- assertions -------------------------------------------------------------------------
@@ -218,7 +213,7 @@ class LoadStatus(_StatusBase):
                 for match in difflib.get_close_matches(live_name, saved_names, n=1, cutoff=0.5):
                     node_id = dict(saved_children)[match]
                     same = sorted(self._saved_shapes(node_id)) == sorted(live_shapes)
-                    parent = restorer.paths.get(parent_id, ())
+                    parent = restorer.path(parent_id) or ()
                     hints.append(
                         f"{display_path((*parent, live_name))} has no value in the checkpoint; "
                         f"the checkpoint has {display_path((*parent, match))}"

@@ -47,6 +47,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from trackpoint.engine import aligned_empty
 from trackpoint.errors import (
     DTypeMismatchError,
     InvalidValueError,
@@ -77,6 +78,8 @@ class Value(ABC):
         dtype: The NumPy dtype it is saved as (object for strings).
     """
 
+    __slots__ = ()  # as Trackable's
+
     shape: tuple[int, ...]
     dtype: np.dtype[Any]
 
@@ -86,6 +89,9 @@ class Value(ABC):
 
     def assign(self, value: NDArray[Any]) -> object | None:
         """Set the live value from a restored array of the same shape and dtype.
+
+        `value` may be read-only (a memory map); one from `staging_buffer()` is writeable
+        and belongs to the value from then on.
 
         Returns:
             None when the value was set in place. An immutable value (a JAX array)
@@ -102,6 +108,16 @@ class Value(ABC):
         """
         return None
 
+    def staging_buffer(self) -> NDArray[Any]:
+        """Where restore reads the value when `restore_buffer()` is None.
+
+        The buffer is read in the same parallel pass as the in-place values and then
+        handed to `assign`, which owns it from then on (it may keep it without a copy, as a
+        JAX array built on it does). The default is a new array aligned to 64 bytes, the
+        alignment XLA adopts without copying; an adapter may return pinned host memory.
+        """
+        return aligned_empty(self.shape, self.dtype)
+
 
 class ArrayValue(Value):
     """A value backed by a NumPy array that is restored in place.
@@ -110,6 +126,8 @@ class ArrayValue(Value):
         array: The live array. Restore writes into its memory, so the caller's references
             see the restored values; shape and dtype must match the checkpoint's.
     """
+
+    __slots__ = ("array", "dtype", "shape")
 
     def __init__(self, array: NDArray[Any]) -> None:
         self.array = array
@@ -163,6 +181,10 @@ def _dtype_name(dtype: np.dtype[Any]) -> str:
 
 class Trackable:
     """Base class of objects that know how to be checkpointed (see the module docstring)."""
+
+    # Subclasses without __slots__ get a __dict__ as usual; the wrappers made per tensor
+    # declare theirs, which halves their size (a restore holds one per tensor).
+    __slots__ = ()
 
     def trackable_children(self) -> Mapping[str, object]:
         """Named children, in the order a breadth-first save meets them."""
@@ -233,6 +255,8 @@ class Trackable:
 
 class _ArrayTrackable(Trackable):
     """A bare NumPy array saved as a variable (`VARIABLE_VALUE`), restored in place."""
+
+    __slots__ = ("_value",)
 
     def __init__(self, array: NDArray[Any]) -> None:
         self._value = ArrayValue(array)

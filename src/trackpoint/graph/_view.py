@@ -9,7 +9,7 @@ each optimizer node in node order, for each slot name, for each variable in node
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from trackpoint.errors import NotTrackableError
@@ -19,9 +19,9 @@ from ._keys import attribute_key, display_path, escape_local_name, object_path, 
 from ._trackable import Trackable, Value, to_trackable
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Iterator, Sequence
 
-__all__ = ["GraphView", "SavedValue", "ViewNode", "walk"]
+__all__ = ["GraphView", "SavedValue", "ViewNode", "walk", "walk_values"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,16 +37,20 @@ class SavedValue:
 
 @dataclass(slots=True)
 class ViewNode:
-    """One object of the graph being saved."""
+    """One object of the graph being saved.
+
+    The sequences are an empty tuple until the node has entries: three empty lists per
+    leaf would be a third of the view's memory for a model of many small tensors.
+    """
 
     node_id: int
     obj: object
     trackable: Trackable
     names: tuple[str, ...] | None  # None for slot variables (nobody's child)
     key_path: str
-    children: list[tuple[str, int]] = field(default_factory=list)
-    values: list[SavedValue] = field(default_factory=list)
-    slots: list[tuple[int, str, int]] = field(default_factory=list)
+    children: Sequence[tuple[str, int]] = ()
+    values: Sequence[SavedValue] = ()
+    slots: list[tuple[int, str, int]] | tuple[()] = ()
 
     @property
     def display(self) -> str:
@@ -69,6 +73,47 @@ def walk(root: object) -> Iterator[object]:
                 queue.append(child)
 
 
+def walk_values(root: object) -> Iterator[tuple[object, str, list[str]]]:
+    """Each object reachable from `root` that holds values: (object, display, value names).
+
+    The objects `GraphView` would save (children breadth-first, then slot variables),
+    without keeping a node per object: for questions about every live value (which were
+    not restored) that must not cost a second copy of the graph's bookkeeping. Names are
+    escaped as in the saved graph's attributes.
+    """
+    seen = {id(root)}
+    # Keeps the ids unique, and the slot variables are looked up among these; the adapter
+    # views are kept for optimizers only (one per object would double the walk's memory).
+    visited: list[tuple[object, tuple[str, ...]]] = []
+    optimizers: list[tuple[Trackable, tuple[str, ...]]] = []
+    queue: deque[tuple[object, tuple[str, ...]]] = deque([(root, ())])
+    while queue:
+        obj, names = queue.popleft()
+        trackable = to_trackable(obj, path=display_path(names))
+        visited.append((obj, names))
+        if trackable.slot_names():
+            optimizers.append((trackable, names))
+        values = trackable.trackable_values()
+        if values:
+            yield obj, display_path(names), [escape_local_name(n) for n in values]
+        for name, child in trackable.trackable_children().items():
+            if id(child) not in seen:
+                seen.add(id(child))
+                queue.append((child, (*names, name)))
+    for optimizer, opt_names in optimizers:
+        for slot_name in optimizer.slot_names():
+            for variable, var_names in visited:
+                slot = optimizer.get_slot(variable, slot_name)
+                if slot is None or id(slot) in seen:
+                    continue
+                seen.add(id(slot))
+                values = to_trackable(slot).trackable_values()
+                if values:
+                    key = slot_key(object_path(var_names), object_path(opt_names), slot_name)
+                    where = key[: -len("/.ATTRIBUTES/VARIABLE_VALUE")]  # as GraphView names it
+                    yield slot, where, [escape_local_name(n) for n in values]
+
+
 class GraphView:
     """The object graph of `root` as it would be saved now.
 
@@ -83,13 +128,16 @@ class GraphView:
         queue = deque([0])
         while queue:
             node = self.nodes[queue.popleft()]
+            children: list[tuple[str, int]] = []
             for name, child in node.trackable.trackable_children().items():
                 child_id = self._ids.get(id(child))
                 if child_id is None:
                     names = (*(node.names or ()), name)
                     child_id = self._add(child, names, object_path(names))
                     queue.append(child_id)
-                node.children.append((name, child_id))
+                children.append((name, child_id))
+            if children:
+                node.children = children
         self._add_slot_variables()
         for node in self.nodes:
             self._collect_values(node)
@@ -126,17 +174,22 @@ class GraphView:
                     )
                     self.nodes.append(slot_node)
                     self._ids[id(slot)] = slot_node.node_id
+                    if not optimizer.slots:
+                        optimizer.slots = []
                     optimizer.slots.append((variable.node_id, slot_name, slot_node.node_id))
 
     def _collect_values(self, node: ViewNode) -> None:
         full_name = node.trackable.trackable_name
+        values = []
         for name, value in node.trackable.trackable_values().items():
             escaped = escape_local_name(name)
-            node.values.append(
+            values.append(
                 SavedValue(
                     attribute_key(node.key_path, escaped), escaped, full_name, value, node.node_id
                 )
             )
+        if values:
+            node.values = values
 
     def saved_values(self) -> list[SavedValue]:
         """Every value to save, in node order (TF's data-file order)."""
