@@ -25,7 +25,7 @@ from ._trackable import Trackable, Value, check_compatible, to_trackable
 if TYPE_CHECKING:
     from numpy.typing import NDArray
 
-    from trackpoint.format import BundleReader
+    from trackpoint.format import BundleReader, TensorInfo
     from trackpoint.format.protos import trackable_object_graph_pb2 as graph_pb2
 
 __all__ = ["Restorer"]
@@ -268,19 +268,8 @@ class Restorer:
             if key not in self.reader:
                 continue  # a multi-tensor legacy value (§7.3): not restorable here
             info = self.reader.info(key)
-            assert True  # noqa: S101 - checked on read
-            where = self.display(node_id)
-            if attribute.name != VARIABLE_VALUE:
-                where = f"{where} ({attribute.name})"
-            try:
-                check_compatible(value, info.shape, info.dtype.numpy or object, where)
-            except ShapeMismatchError as err:
-                # An adapter may name the live object and the likely cause (a Keras
-                # optimizer's state matched by position lands on another variable).
-                hint = getattr(trackable, "mismatch_hint", "")
-                if not hint:
-                    raise
-                raise ShapeMismatchError(f"{err}; {hint}", key=err.key) from err
+            if value.shape != info.shape or value.dtype != info.dtype.numpy:
+                self._check_compatible(node_id, attribute.name, trackable, value, info)
             name = attribute.name
             if name == VARIABLE_VALUE:
                 self._restored_variable[node_id] = 1
@@ -300,6 +289,23 @@ class Restorer:
                 staged = value.staging_buffer()
                 self._pending_reads.append((info.key, staged))
                 self._pending_assigns.append((node_id, value, staged))
+
+    def _check_compatible(
+        self, node_id: int, name: str, trackable: Trackable, value: Value, info: TensorInfo
+    ) -> None:
+        """Raise the mismatch error naming the object (only when shape or dtype differ)."""
+        where = self.display(node_id)
+        if name != VARIABLE_VALUE:
+            where = f"{where} ({name})"
+        try:
+            check_compatible(value, info.shape, info.dtype.numpy or object, where)
+        except ShapeMismatchError as err:
+            # An adapter may name the live object and the likely cause (a Keras
+            # optimizer's state matched by position lands on another variable).
+            hint = getattr(trackable, "mismatch_hint", "")
+            if not hint:
+                raise
+            raise ShapeMismatchError(f"{err}; {hint}", key=err.key) from err
 
     def _assign(self, node_id: int, value: Value, array: NDArray[Any]) -> None:
         replacement = value.assign(array)

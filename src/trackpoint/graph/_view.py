@@ -89,7 +89,10 @@ def walk_values(root: object) -> Iterator[tuple[object, str, list[str]]]:
     queue: deque[tuple[object, tuple[str, ...]]] = deque([(root, ())])
     while queue:
         obj, names = queue.popleft()
-        trackable = to_trackable(obj, path=display_path(names))
+        try:
+            trackable = to_trackable(obj)
+        except NotTrackableError:
+            trackable = to_trackable(obj, path=display_path(names))  # raises, naming it
         visited.append((obj, names))
         if trackable.slot_names():
             optimizers.append((trackable, names))
@@ -143,7 +146,10 @@ class GraphView:
             self._collect_values(node)
 
     def _add(self, obj: object, names: tuple[str, ...], key_path: str) -> int:
-        trackable = to_trackable(obj, path=display_path(names))
+        try:
+            trackable = to_trackable(obj)
+        except NotTrackableError:
+            trackable = to_trackable(obj, path=display_path(names))  # raises, naming it
         node = ViewNode(len(self.nodes), obj, trackable, names, key_path)
         self.nodes.append(node)
         self._ids[id(obj)] = node.node_id
