@@ -314,10 +314,13 @@ def test_manager_deletes_old_checkpoints_only_after_the_commit(
     assert trackpoint.latest_checkpoint(tmp_path) == second
     assert not (tmp_path / "ckpt-1.index").exists()
     assert sorted(os.listdir(tmp_path)) == [
+        ".trackpoint-writer.lock",  # the manager still holds the folder
         "checkpoint",
         "ckpt-2.data-00000-of-00001",
         "ckpt-2.index",
     ]
+    manager.close()
+    assert ".trackpoint-writer.lock" not in os.listdir(tmp_path)
 
 
 # -- interpreter exit ---------------------------------------------------------------------------

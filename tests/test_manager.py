@@ -10,10 +10,12 @@ import pytest
 
 import trackpoint
 from trackpoint.format import read_checkpoint_state
+from trackpoint.storage import LOCK_NAME
 
 
 def _files(folder: Path) -> list[str]:
-    return sorted(os.listdir(folder))
+    """The folder's files, without the writer lock (held while a manager lives)."""
+    return sorted(n for n in os.listdir(folder) if n != LOCK_NAME)
 
 
 def _manager(
@@ -50,6 +52,7 @@ def test_a_new_manager_adopts_the_folder_and_continues(tmp_path: Path) -> None:
     manager, _ = _manager(tmp_path, max_to_keep=2)
     manager.save()
     manager.save()
+    manager.close()  # one writer per folder: the new manager takes over
     again, _ = _manager(tmp_path, max_to_keep=2)
     assert again.latest_checkpoint == str(tmp_path / "ckpt-2")
     assert again.restore_or_initialize() == str(tmp_path / "ckpt-2")
@@ -126,6 +129,7 @@ def test_deletes_only_its_own_prefix_in_its_own_folder(tmp_path: Path) -> None:
         [2e9, 2e9, 2e9],
         1.0,
     )
+    manager.close()
     again, _ = _manager(run, max_to_keep=1)
     again.save()
     again.save()
@@ -136,13 +140,14 @@ def test_deletes_only_its_own_prefix_in_its_own_folder(tmp_path: Path) -> None:
 def test_failed_save_keeps_the_previous_latest(tmp_path: Path) -> None:
     manager, _ = _manager(tmp_path, max_to_keep=2)
     first = manager.save()
+    manager.close()  # one writer per folder
     bad = trackpoint.Checkpoint(v=trackpoint.Variable(0.0), junk=[np.array([object()])])
     failing = trackpoint.CheckpointManager(bad, tmp_path, max_to_keep=2)
     with pytest.raises(trackpoint.TrackpointError):
         failing.save()
     assert trackpoint.latest_checkpoint(tmp_path) == first
     assert int(bad.save_counter.numpy()) == 0
-    assert not [f for f in os.listdir(tmp_path) if "tempstate" in f]
+    assert not [f for f in os.listdir(tmp_path) if ".tp-tmp-" in f]
 
 
 def test_invalid_arguments_are_refused(tmp_path: Path) -> None:

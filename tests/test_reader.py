@@ -67,7 +67,9 @@ def test_state_file_naming_a_missing_checkpoint_lists_the_others(folder: Path) -
     with pytest.raises(trackpoint.CheckpointNotFoundError, match="ckpt-2") as info:
         trackpoint.load_checkpoint(folder)
     assert "ckpt-1" in str(info.value)
-    assert trackpoint.latest_checkpoint(folder) is None
+    # The restart path never reads "no checkpoint" here: it falls back, and says so.
+    with pytest.warns(trackpoint.TrackpointWarning, match=r"'ckpt-2'\) is missing; using 'ckpt-1'"):
+        assert trackpoint.latest_checkpoint(folder) == str(folder / "ckpt-1")
 
 
 def test_moved_folder_still_resolves_through_absolute_state_paths(

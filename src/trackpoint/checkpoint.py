@@ -67,8 +67,10 @@ class CheckpointOptions:
             thread once there is enough data for parallel writes to pay.
         threads: How many threads write and checksum the data files (None: the cores
             available, up to 8).
-        durable: fsync every file and the folder before `save`/`write` returns, so the
-            checkpoint survives a power loss, not only a process crash.
+        durable: fsync every file and the folder before `save`/`write` returns (or, for an
+            async save, before it is recorded as the latest), so the checkpoint survives
+            a power loss, not only a process crash. On by default; turn it off only for
+            checkpoints you could lose (it costs one flush of the data to disk).
         enable_async: Return as soon as every value is copied into host buffers (reused
             from save to save); a background thread writes and commits the checkpoint.
             At most one save is in flight: the next `save`, or `sync()`, waits for it and
@@ -78,7 +80,7 @@ class CheckpointOptions:
 
     num_shards: int | None = None
     threads: int | None = None
-    durable: bool = False
+    durable: bool = True
     enable_async: bool = False
 
 
@@ -264,7 +266,7 @@ class Checkpoint(Module):
         counter.assign(previous + 1)
         path = f"{os.fspath(file_prefix)}-{previous + 1}"
         folder = os.path.dirname(path)
-        durable = bool(options and options.durable)
+        durable = (options or CheckpointOptions()).durable
         try:
             if options is not None and options.enable_async:
                 self._write_async(

@@ -14,7 +14,10 @@ TrackpointError(Exception)
 ├── MismatchError               (+AssertionError)  raised by status.assert_*
 ├── ShapeMismatchError, DTypeMismatchError  (+ValueError)  a value does not fit its object
 ├── NotTrackableError           (+TypeError)    a value trackpoint cannot save
-└── AsyncSaveError              a background save failed; raised at sync()/the next save
+├── AsyncSaveError              a background save failed; raised at sync()/the next save
+├── SaveError                   (+OSError)      writing failed (errno kept); nothing lost
+│   └── InsufficientSpaceError  the disk cannot hold the checkpoint (checked before writing)
+└── ConcurrentWriterError       another manager/process is saving into the same folder
 TrackpointWarning(UserWarning) → PartialRestoreWarning
 ```
 
@@ -27,14 +30,17 @@ from __future__ import annotations
 __all__ = [
     "AsyncSaveError",
     "CheckpointNotFoundError",
+    "ConcurrentWriterError",
     "CorruptCheckpointError",
     "DTypeMismatchError",
     "IncompleteCheckpointError",
+    "InsufficientSpaceError",
     "InvalidValueError",
     "KeyNotFoundError",
     "MismatchError",
     "NotTrackableError",
     "PartialRestoreWarning",
+    "SaveError",
     "ShapeMismatchError",
     "TrackpointError",
     "TrackpointWarning",
@@ -146,6 +152,52 @@ class AsyncSaveError(TrackpointError):
         super().__init__(message, file=prefix)
         self.prefix = prefix
         self.previous = previous
+
+
+class SaveError(TrackpointError, OSError):
+    """Writing a checkpoint failed in the file system (a full disk, an I/O error, no permission).
+
+    The message names the file, the cause and what to do. Nothing is lost: the files of
+    the failed save are removed and the previous checkpoint is intact and still the latest.
+
+    Attributes:
+        errno: The operating system's error number (`errno.ENOSPC`, ...), or None.
+        file: The file being written, renamed or synced when it failed.
+    """
+
+    def __init__(self, message: str, *, file: str | None = None, errno: int | None = None) -> None:
+        super().__init__(message, file=file)
+        self.errno = errno
+
+
+class InsufficientSpaceError(SaveError):
+    """The file system has less free space than the checkpoint needs (checked before writing).
+
+    Attributes:
+        needed: Bytes the checkpoint needs.
+        available: Bytes free for this user.
+    """
+
+    def __init__(self, message: str, *, file: str, needed: int, available: int) -> None:
+        super().__init__(message, file=file, errno=28)  # ENOSPC
+        self.needed = needed
+        self.available = available
+
+
+class ConcurrentWriterError(TrackpointError):
+    """Another writer (a manager, a process) holds the folder's writer lock.
+
+    Attributes:
+        pid: The holder's process id, when it recorded one.
+        host: The holder's host name, when it recorded one.
+    """
+
+    def __init__(
+        self, message: str, *, file: str, pid: int | None = None, host: str | None = None
+    ) -> None:
+        super().__init__(message, file=file)
+        self.pid = pid
+        self.host = host
 
 
 class TrackpointWarning(UserWarning):

@@ -14,20 +14,31 @@ import os
 import re
 import threading
 import time
+import weakref
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from . import storage
+from .checkpoint import CheckpointOptions
 from .errors import InvalidValueError
+from .format import (
+    STAGING_MARK,
+    STATE_FILENAME,
+    TEMP_MARK,
+    read_checkpoint_state,
+    roll_forward,
+    write_checkpoint_state,
+)
 from .format import latest_checkpoint as _latest_in_folder
-from .format import read_checkpoint_state, write_checkpoint_state
+from .storage import WriterLock
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
     from ._typing import PathLike
-    from .checkpoint import Checkpoint, CheckpointOptions
+    from .checkpoint import Checkpoint
     from .graph import Variable
 
 __all__ = ["CheckpointManager", "latest_checkpoint"]
@@ -111,6 +122,9 @@ class CheckpointManager:
         self._maybe_delete: OrderedDict[str, float] = OrderedDict()
         # An async save commits (records, deletes) from its background thread.
         self._lock = threading.Lock()
+        # Taken at the first save, held until close(): one writer per folder.
+        self._writer_lock = WriterLock(self._directory, f"CheckpointManager '{checkpoint_name}'")
+        weakref.finalize(self, self._writer_lock.release)
         now = time.time()
         state = read_checkpoint_state(self._directory)
         if state is None:
@@ -195,12 +209,13 @@ class CheckpointManager:
                     return None
             self._last_checkpoint_step = step
         self._checkpoint.sync()  # at most one save in flight
+        self._take_folder()
         counter = self._checkpoint.save_counter
         previous = _as_int(counter.numpy())
         counter.assign(previous + 1)
         number = previous + 1 if checkpoint_number is None else _as_int(checkpoint_number)
         path = f"{self._prefix}-{number}"
-        durable = bool(options and options.durable)
+        durable = (options or CheckpointOptions()).durable
         try:
             if options is not None and options.enable_async:
                 self._checkpoint._write_async(
@@ -226,6 +241,84 @@ class CheckpointManager:
                 and still the latest.
         """
         self._checkpoint.sync()
+
+    def close(self) -> None:
+        """Wait for a save in flight, then give up the folder's writer lock.
+
+        Another manager (or process) may save into the folder afterwards; this one takes
+        the lock again if it saves. Also done when the manager is garbage-collected or
+        the interpreter exits.
+
+        Raises:
+            AsyncSaveError: The background save in flight failed.
+        """
+        try:
+            self.sync()
+        finally:
+            self._writer_lock.release()
+
+    def __enter__(self) -> CheckpointManager:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _take_folder(self) -> None:
+        """Take the folder's writer lock (first save), then clear what crashed saves left."""
+        if self._writer_lock.held:
+            return
+        try:
+            os.makedirs(self._directory, exist_ok=True)
+            self._writer_lock.acquire()
+        except OSError as err:
+            raise storage.save_error(err, "locking the folder", self._directory) from None
+        self._clean_leftovers()
+
+    def _clean_leftovers(self) -> None:
+        """Delete what interrupted saves of this manager's prefix left (under the lock).
+
+        Temp files (`.tp-tmp-`), incomplete staged copies (a complete one is moved into
+        place instead), and data files of a numbered prefix that has no index and is not
+        recorded: none of them is a checkpoint, and nobody else writes here.
+        """
+        name = self._checkpoint_name
+        state_temp = STATE_FILENAME + TEMP_MARK
+        data = re.compile(re.escape(name) + r"-(\d+)\.data-\d{5,}-of-\d{5,}")
+        staged: set[str] = set()
+        recorded = {os.path.basename(p) for p in self._maybe_delete}
+        if self._latest is not None:
+            recorded.add(os.path.basename(self._latest))
+        try:
+            entries = os.listdir(self._directory)
+        except FileNotFoundError:
+            return
+        present = set(entries)
+        for entry in entries:
+            path = os.path.join(self._directory, entry)
+            if os.path.islink(path):
+                continue
+            own = entry.startswith(name + "-")
+            if (own and TEMP_MARK in entry) or entry.startswith(state_temp):
+                self._unlink(path)
+            elif own and STAGING_MARK in entry:
+                staged.add(entry.split(STAGING_MARK, 1)[0])
+            elif own and (match := data.fullmatch(entry)):
+                prefix = f"{name}-{match.group(1)}"
+                if f"{prefix}.index" not in present and prefix not in recorded:
+                    self._unlink(path)
+        for prefix in sorted(staged):
+            if self._own_name.fullmatch(prefix):
+                try:
+                    roll_forward(os.path.join(self._directory, prefix), clean=True)
+                except OSError as err:
+                    raise storage.save_error(
+                        err, "finishing an interrupted save of", prefix
+                    ) from None
+
+    @staticmethod
+    def _unlink(path: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            storage.current().unlink(path)
 
     def _commit(self, path: str, durable: bool) -> None:
         """Make the complete checkpoint `path` the latest, then delete the ones beyond."""
@@ -286,8 +379,7 @@ class CheckpointManager:
             path = os.path.join(self._directory, victim)
             if os.path.islink(path):
                 continue
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(path)
+            self._unlink(path)
 
     # -- restoring ------------------------------------------------------------------------
 

@@ -8,12 +8,20 @@ holds instead.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 from typing import TYPE_CHECKING, Any
 
 from .errors import CheckpointNotFoundError
-from .format import BundleReader, DType, latest_checkpoint, read_checkpoint_state
+from .format import (
+    BundleReader,
+    DType,
+    find_staged,
+    latest_checkpoint,
+    read_checkpoint_state,
+    roll_forward,
+)
 from .format import index_file_name as _index_file_name
 
 if TYPE_CHECKING:
@@ -110,9 +118,14 @@ def _resolve_folder(folder: str) -> str:
     state = read_checkpoint_state(folder)
     found = tuple(checkpoints_in(folder))
     if state is not None:
-        latest = latest_checkpoint(folder)
-        if latest is not None:
-            return latest
+        # Exactly the recorded checkpoint (finishing an interrupted overwrite of it): an
+        # explicit read does not fall back to another one, as `latest_checkpoint` does.
+        named = state.model_checkpoint_path
+        if find_staged(named):
+            with contextlib.suppress(OSError):
+                roll_forward(named)
+        if os.path.exists(_index_file_name(named)):
+            return named
         raise CheckpointNotFoundError(
             f"the state file in '{folder}' names '{state.raw_model_checkpoint_path}' as the latest "
             f"checkpoint, but its .index file is missing ({_holds(folder)}); pass one of those "

@@ -762,7 +762,7 @@ def test_unfinished_writer_has_only_temporary_files(tmp_path):
     writer.add("v", np.ones(3))
     names = files_in(tmp_path)
     assert len(names) == 1
-    assert names[0].startswith("ckpt.data-00000-of-00001.tempstate")
+    assert names[0].startswith("ckpt.data-00000-of-00001.tp-tmp-")
     writer.abort()
     assert files_in(tmp_path) == []
 

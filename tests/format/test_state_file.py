@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from trackpoint.errors import CorruptCheckpointError
+from trackpoint.errors import CheckpointNotFoundError, CorruptCheckpointError
 from trackpoint.format import (
     CheckpointState,
     latest_checkpoint,
@@ -161,17 +161,22 @@ def test_absolute_path_that_still_exists_is_used_as_it_is(tmp_path):
     assert latest_checkpoint(tmp_path / "copy") == original
 
 
-def test_absolute_path_with_nothing_beside_it_is_kept_and_latest_is_none(tmp_path):
+def test_absolute_path_with_nothing_beside_it_is_kept_and_latest_raises(tmp_path):
     (tmp_path / "checkpoint").write_text('model_checkpoint_path: "/nowhere/ckpt-9"\n')
     state = read_checkpoint_state(tmp_path)
     assert state is not None
     assert state.model_checkpoint_path == "/nowhere/ckpt-9"
-    assert latest_checkpoint(tmp_path) is None
+    # "No checkpoint" and "the recorded checkpoint is gone" must not look alike.
+    with pytest.raises(CheckpointNotFoundError, match="names '/nowhere/ckpt-9'") as info:
+        latest_checkpoint(tmp_path)
+    assert info.value.file == str(tmp_path / "checkpoint")
+    assert "delete the state file" in str(info.value)
 
 
 def test_latest_checkpoint_needs_the_index_file(tmp_path):
     write_checkpoint_state(tmp_path, tmp_path / "ckpt-1")
-    assert latest_checkpoint(tmp_path) is None
+    with pytest.raises(CheckpointNotFoundError, match="files are gone"):
+        latest_checkpoint(tmp_path)
     touch_checkpoint(tmp_path, "ckpt-1")
     assert latest_checkpoint(tmp_path) == str(tmp_path / "ckpt-1")
 

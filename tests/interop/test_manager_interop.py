@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 
 import trackpoint
+from trackpoint.storage import LOCK_NAME
 
 pytestmark = pytest.mark.tf
 
@@ -83,7 +84,8 @@ def sides(tf):
 
 
 def files(folder: Any) -> Any:
-    return sorted(os.listdir(folder))
+    """The folder's files, without trackpoint's writer lock (held while a manager lives)."""
+    return sorted(n for n in os.listdir(folder) if n != LOCK_NAME)
 
 
 def ckpt_files(*numbers: Any) -> Any:

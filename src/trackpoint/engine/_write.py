@@ -14,21 +14,27 @@ Takes host arrays; knows nothing of objects or frameworks. Safe to call from any
 from __future__ import annotations
 
 import contextlib
-import errno
+import dataclasses
+import io
 import os
 import secrets
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from functools import partial
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from trackpoint.errors import InvalidValueError
+from trackpoint import storage
+from trackpoint.errors import InsufficientSpaceError, InvalidValueError
 from trackpoint.format import (
+    TEMP_MARK,
     check_key,
     crc32c,
     data_file_name,
     encode_value,
     entry_proto,
-    fsync_dir,
+    existing_files,
     index_file_name,
+    roll_forward,
+    staging_prefix,
     write_index,
 )
 
@@ -36,6 +42,7 @@ from ._buffers import borrow_buffer, run_jobs
 from ._plan import (
     BATCH_BYTES,
     SMALL_VALUE_BYTES,
+    SavePlan,
     WriteItem,
     default_num_shards,
     default_threads,
@@ -56,8 +63,7 @@ __all__ = ["write_bundle"]
 #: A large value is checksummed and written in pieces of this size (bounded latency per
 #: call, and the crc of a piece runs while the other thread's write holds the file).
 _PIECE_BYTES = 16 << 20
-# Linux transfers at most 0x7ffff000 bytes per read/write call.
-_MAX_IO = 0x7FFFF000
+_T = TypeVar("_T")
 
 
 @dataclass(slots=True)
@@ -136,57 +142,151 @@ def write_bundle(
     plan = plan_save(sizes, num_shards, last=last)
 
     token = secrets.token_hex(8)
-    finals = [data_file_name(prefix, s, num_shards) for s in range(num_shards)]
-    temps = [f"{final}.tempstate{token}" for final in finals]
-    index_final = index_file_name(prefix)
-    index_temp = f"{index_final}.tempstate{token}"
     folder = os.path.dirname(prefix)
-    if folder:
-        os.makedirs(folder, exist_ok=True)
-    fds: list[int] = []
-    crcs: list[int] = [0] * len(encoded)
+    store = storage.current()
     try:
-        for shard, temp in enumerate(temps):
-            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
-            fds.append(fd)
-            _preallocate(fd, plan.shard_sizes[shard])
-        tasks = _tasks(plan.shards, fds)
-        run_jobs(
-            [_writer(task, encoded, crcs) for task in tasks],
-            threads,
-        )
-        if durable:
-            run_jobs([_fsyncer(fd) for fd in fds], threads)
+        store.makedirs(folder or ".")
+    except OSError as err:
+        raise storage.save_error(err, "creating the folder", folder or ".") from None
+    _check_space(store, folder or ".", sum(sizes), len(keys))
+    job = _Bundle(store, encoded, keys, plan, num_shards, threads, durable, token)
+    # A prefix that has files already is replaced through a staged copy (format._commit):
+    # renaming new files over old ones one by one would pair an old index with new data.
+    try:
+        roll_forward(prefix, durable=durable, clean=True)
+    except OSError as err:
+        raise storage.save_error(err, "finishing an earlier save of", prefix) from None
+    if not existing_files(prefix):
+        job.write(prefix)
+        return prefix
+    staged = staging_prefix(prefix, token)
+    job.write(staged)
+    try:
+        roll_forward(prefix, durable=durable)
+    except OSError as err:
+        # The new bundle is complete under the staging prefix; the next reader or writer
+        # of the prefix finishes moving it into place.
+        raise storage.save_error(
+            err,
+            "moving the new checkpoint into place at",
+            prefix,
+            previous="the new checkpoint (complete, staged beside it)",
+        ) from None
+    return prefix
+
+
+@dataclass(slots=True)
+class _Bundle:
+    """One bundle's write: the encoded values, their plan, and where the files go."""
+
+    store: storage.Storage
+    encoded: list[EncodedValue]
+    keys: list[bytes]
+    plan: SavePlan
+    num_shards: int
+    threads: int
+    durable: bool
+    token: str
+    _crcs: list[int] = dataclasses.field(default_factory=list)
+
+    def write(self, prefix: str) -> None:
+        """Write every file of the bundle at `prefix`, by the commit protocol.
+
+        Each data file: temp name, preallocate, write, fsync (durable), close (its error
+        checked), rename. The index likewise, only after every data file is in place: a
+        bundle whose `.index` exists is complete. Then the folder is synced (durable).
+        On any failure every file this call created is removed.
+        """
+        store = self.store
+        finals = [data_file_name(prefix, s, self.num_shards) for s in range(self.num_shards)]
+        temps = [f"{final}{TEMP_MARK}{self.token}" for final in finals]
+        created: list[str] = []  # every path this call made, to remove on failure
+        fds: dict[int, int] = {}
+        crcs = self._crcs = [0] * len(self.encoded)
+        try:
+            for shard, temp in enumerate(temps):
+                fds[shard] = _do(store.create, "creating", finals[shard], temp)
+                created.append(temp)
+                _do(
+                    store.preallocate,
+                    "reserving space for",
+                    finals[shard],
+                    fds[shard],
+                    self.plan.shard_sizes[shard],
+                )
+            tasks = _tasks(self.plan.shards, [fds[s] for s in range(self.num_shards)])
+            paths = {fds[s]: finals[s] for s in fds}
+            run_jobs(
+                [_writer(store, task, self.encoded, crcs, paths) for task in tasks], self.threads
+            )
+            if self.durable:
+                run_jobs(
+                    [partial(_do, store.fsync, "syncing", finals[s], fds[s]) for s in fds],
+                    self.threads,
+                )
+            for shard in sorted(fds):
+                fd = fds.pop(shard)
+                _do(store.close, "closing", finals[shard], fd)
+            for temp, final in zip(temps, finals, strict=True):
+                _do(store.replace, "renaming", final, temp, final)
+                created.append(final)
+            index = self._index_bytes()
+            index_final = index_file_name(prefix)
+            try:
+                store.write_file(index_final, index, durable=self.durable, token=self.token)
+            except OSError as err:
+                raise storage.save_error(err, "writing", index_final) from None
+        except BaseException:
+            for fd in fds.values():
+                with contextlib.suppress(OSError):
+                    store.close(fd)
+            for path in created:
+                with contextlib.suppress(OSError):
+                    store.unlink(path)
+            raise
+
+    def _index_bytes(self) -> bytes:
         entries: dict[bytes, bundle_pb2.BundleEntryProto | bytes] = {}
-        for shard_items in plan.shards:
+        for shard_items in self.plan.shards:
             for item in shard_items:
-                done = encoded[item.index]
-                crc = crcs[item.index] if done.crc is None else done.crc
-                entries[keys[item.index]] = entry_proto(
+                done = self.encoded[item.index]
+                crc = self._crcs[item.index] if done.crc is None else done.crc
+                entries[self.keys[item.index]] = entry_proto(
                     done.dtype, done.shape, item.shard, item.offset, item.size, crc
                 ).SerializeToString()
-        with open(index_temp, "xb") as out:
-            write_index(out, num_shards, entries)
-            if durable:
-                out.flush()
-                os.fsync(out.fileno())
-        for fd in fds:
-            os.close(fd)
-        fds.clear()
-        # Data first, index last: a bundle whose .index exists is complete.
-        for temp, final in zip(temps, finals, strict=True):
-            os.replace(temp, final)
-        os.replace(index_temp, index_final)
-        if durable:
-            fsync_dir(folder or ".")
-    except BaseException:
-        for fd in fds:
-            os.close(fd)
-        for path in [*temps, index_temp]:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(path)
-        raise
-    return prefix
+        out = io.BytesIO()
+        write_index(out, self.num_shards, entries)
+        return out.getvalue()
+
+
+def _do(operation: Callable[..., _T], action: str, path: str, *args: Any) -> _T:
+    """Run a storage operation; an OSError becomes a `SaveError` naming `path` and the fix."""
+    try:
+        return operation(*args)
+    except OSError as err:
+        raise storage.save_error(err, action, path) from None
+
+
+def _check_space(store: storage.Storage, folder: str, data_bytes: int, count: int) -> None:
+    """Refuse at once, with a clear error, a save the disk cannot hold."""
+    free = store.free_bytes(folder)
+    if free is None:
+        return
+    # The index holds ~50 bytes per tensor plus its key; 1% and 1 MiB of slack for blocks.
+    needed = data_bytes + count * 160 + data_bytes // 100 + (1 << 20)
+    if free < needed:
+        raise InsufficientSpaceError(
+            f"not enough free space in '{folder}' for this checkpoint: it needs about "
+            f"{_mib(needed)} and {_mib(free)} are free; free space on that disk or save "
+            "elsewhere (nothing was written, the previous checkpoint is intact)",
+            file=folder,
+            needed=needed,
+            available=free,
+        )
+
+
+def _mib(n: int) -> str:
+    return f"{n / (1 << 20):,.1f} MiB"
 
 
 def _tasks(shards: Sequence[Sequence[WriteItem]], fds: Sequence[int]) -> list[_Task]:
@@ -216,7 +316,19 @@ def _tasks(shards: Sequence[Sequence[WriteItem]], fds: Sequence[int]) -> list[_T
     return interleaved
 
 
-def _writer(task: _Task, encoded: Sequence[EncodedValue], crcs: list[int]) -> Callable[[], None]:
+def _writer(
+    store: storage.Storage,
+    task: _Task,
+    encoded: Sequence[EncodedValue],
+    crcs: list[int],
+    paths: dict[int, str],
+) -> Callable[[], None]:
+    def write(data: memoryview, offset: int) -> None:
+        try:
+            store.write_all(task.fd, data, offset)
+        except OSError as err:
+            raise storage.save_error(err, "writing", paths[task.fd]) from None
+
     def run() -> None:
         if len(task.items) == 1 and task.size >= SMALL_VALUE_BYTES:
             item = task.items[0]
@@ -225,7 +337,7 @@ def _writer(task: _Task, encoded: Sequence[EncodedValue], crcs: list[int]) -> Ca
             for start in range(0, item.size, _PIECE_BYTES):
                 piece = data[start : start + _PIECE_BYTES]
                 crc = crc32c(piece, crc)
-                _pwrite_all(task.fd, piece, item.offset + start)
+                write(piece, item.offset + start)
             crcs[item.index] = crc
             return
         with borrow_buffer(task.size) as buffer:
@@ -236,32 +348,6 @@ def _writer(task: _Task, encoded: Sequence[EncodedValue], crcs: list[int]) -> Ca
                 written[:] = encoded[item.index].data
                 crcs[item.index] = crc32c(written)  # the bytes written, not the source
                 pos = end
-            _pwrite_all(task.fd, buffer, task.offset)
+            write(buffer, task.offset)
 
     return run
-
-
-def _pwrite_all(fd: int, data: memoryview, offset: int) -> None:
-    done = 0
-    while done < len(data):
-        done += os.pwrite(fd, data[done : done + _MAX_IO], offset + done)
-
-
-def _fsyncer(fd: int) -> Callable[[], None]:
-    return lambda: os.fsync(fd)
-
-
-def _preallocate(fd: int, size: int) -> None:
-    """Reserve the shard's space up front: fewer block allocations, and ENOSPC before writing."""
-    if size <= 0:
-        return
-    fallocate: Any = getattr(os, "posix_fallocate", None)
-    if fallocate is not None:
-        try:
-            fallocate(fd, 0, size)
-        except OSError as err:
-            if err.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
-                raise  # a full disk must fail here; other file systems just cannot
-        else:
-            return
-    os.ftruncate(fd, size)

@@ -16,6 +16,13 @@ from ._bundle import entry_proto as entry_proto
 from ._bundle import index_file_name as index_file_name
 from ._bundle import truncated_error as truncated_error
 from ._bundle import write_index as write_index
+from ._commit import STAGING_MARK as STAGING_MARK
+from ._commit import TEMP_MARK as TEMP_MARK
+from ._commit import StagedSet as StagedSet
+from ._commit import existing_files as existing_files
+from ._commit import find_staged as find_staged
+from ._commit import roll_forward as roll_forward
+from ._commit import staging_prefix as staging_prefix
 from ._crc32c import crc32c as crc32c
 from ._crc32c import mask as mask
 from ._crc32c import unmask as unmask
@@ -26,6 +33,7 @@ from ._slices import encode_slice_key as encode_slice_key
 from ._sstable import TableBuilder as TableBuilder
 from ._sstable import TableError as TableError
 from ._sstable import TableReader as TableReader
+from ._state_file import STATE_FILENAME as STATE_FILENAME
 from ._state_file import CheckpointState as CheckpointState
 from ._state_file import fsync_dir as fsync_dir
 from ._state_file import latest_checkpoint as latest_checkpoint
@@ -33,12 +41,16 @@ from ._state_file import read_checkpoint_state as read_checkpoint_state
 from ._state_file import write_checkpoint_state as write_checkpoint_state
 
 __all__ = [
+    "STAGING_MARK",
+    "STATE_FILENAME",
+    "TEMP_MARK",
     "BundleReader",
     "BundleWriter",
     "CheckpointState",
     "DType",
     "DataRange",
     "EncodedValue",
+    "StagedSet",
     "TableBuilder",
     "TableError",
     "TableReader",
@@ -52,11 +64,15 @@ __all__ = [
     "encode_slice_key",
     "encode_value",
     "entry_proto",
+    "existing_files",
+    "find_staged",
     "fsync_dir",
     "index_file_name",
     "latest_checkpoint",
     "mask",
     "read_checkpoint_state",
+    "roll_forward",
+    "staging_prefix",
     "truncated_error",
     "unmask",
     "write_checkpoint_state",

@@ -33,6 +33,7 @@ from trackpoint.errors import (
     InvalidValueError,
     KeyNotFoundError,
     NotTrackableError,
+    TrackpointError,
     UnsupportedCheckpointError,
 )
 
@@ -45,6 +46,7 @@ from ._dtypes import (
     encode_strings,
     string_elements,
 )
+from ._marks import TEMP_MARK
 from ._slices import Extents, encode_slice_key, normalize_extents
 from ._sstable import TableBuilder, TableError, TableReader
 from ._state_file import fsync_dir as _fsync_dir
@@ -259,13 +261,13 @@ class BundleWriter:
         try:
             for shard in range(num_shards):
                 final = data_file_name(self.prefix, shard, num_shards)
-                temp = f"{final}.tempstate{token}"
+                temp = f"{final}{TEMP_MARK}{token}"
                 self._shards.append(_Shard(final, temp, open(temp, "wb")))  # noqa: SIM115
         except BaseException:
             self.abort()
             raise
         self._index_final = index_file_name(self.prefix)
-        self._index_temp = f"{self._index_final}.tempstate{token}"
+        self._index_temp = f"{self._index_final}{TEMP_MARK}{token}"
 
     def __enter__(self) -> BundleWriter:
         return self
@@ -507,6 +509,21 @@ class _Entry:
         return math.prod(self.shape)
 
 
+def _finish_interrupted_overwrite(prefix: str) -> None:
+    """Move a complete staged bundle into place before reading (see `_commit`).
+
+    A save over an existing prefix that was interrupted is finished by its next reader,
+    so that nobody reads a half-replaced checkpoint. A reader that may not write (a
+    read-only copy) reads what is there.
+    """
+    from ._commit import find_staged, roll_forward
+
+    if not find_staged(prefix):
+        return
+    with contextlib.suppress(OSError):
+        roll_forward(prefix)
+
+
 def _open_regular(path: str) -> tuple[int, int] | None:
     """Open `path` for reading if it is a regular file: (fd, size), or None if it is absent.
 
@@ -559,6 +576,7 @@ class BundleReader:
         self._shard_sizes: dict[int, int] = {}
         self._maps: dict[int, _mmap.mmap | None] = {}
         self._paths: dict[int, str] = {}
+        _finish_interrupted_overwrite(self.prefix)
         opened = _open_regular(self.index_path)
         if opened is None:
             raise CheckpointNotFoundError(
@@ -777,6 +795,24 @@ class BundleReader:
             self._fds[shard] = fd
             self._shard_sizes[shard] = size
         return fd, self._shard_sizes[shard]
+
+    def data_files_complete(self) -> bool:
+        """Whether every data file exists and holds every byte the index names (no data read).
+
+        A structural check, cheap enough to pick a checkpoint by (`latest_checkpoint`'s
+        scan); `verify` checks the bytes themselves.
+        """
+        ends: dict[int, int] = {}
+        for entry in self._entries.values():
+            parts = [part for _, part in entry.slices] if entry.slices else [entry]
+            for part in parts:
+                if part.problem is not None:
+                    return False
+                ends[part.shard] = max(ends.get(part.shard, 0), part.offset + part.size)
+        try:
+            return all(self._fd(shard)[1] >= end for shard, end in ends.items())
+        except TrackpointError:
+            return False
 
     def _check_range(self, entry: _Entry) -> int:
         """Open the entry's shard and check its bytes lie inside it; return the fd."""

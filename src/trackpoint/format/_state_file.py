@@ -15,15 +15,24 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import secrets
 import stat
+import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from google.protobuf import text_format
 
-from trackpoint.errors import CorruptCheckpointError
+from trackpoint import storage as _storage
+from trackpoint.errors import (
+    CheckpointNotFoundError,
+    CorruptCheckpointError,
+    TrackpointError,
+    TrackpointWarning,
+)
 
+from ._marks import STAGING_MARK, TEMP_MARK
 from .protos import checkpoint_state_pb2
 
 if TYPE_CHECKING:
@@ -181,44 +190,117 @@ def write_checkpoint_state(
     if last_preserved_timestamp is not None:
         state.last_preserved_timestamp = last_preserved_timestamp
     text = text_format.MessageToString(state, as_utf8=True)
-    os.makedirs(folder or ".", exist_ok=True)
+    store = _storage.current()
+    store.makedirs(folder or ".")
     final = os.path.join(folder, filename)
-    temp = f"{final}.tmp{secrets.token_hex(16)}"
-    try:
-        with open(temp, "w", encoding="utf-8") as f:
-            f.write(text)
-            if durable:
-                f.flush()
-                os.fsync(f.fileno())
-        os.replace(temp, final)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temp)
-        raise
-    if durable:
-        fsync_dir(folder or ".")
+    # The commit point of a save: temp file, fsync, rename, fsync of the folder (durable).
+    store.write_file(final, text.encode("utf-8"), durable=durable, token=secrets.token_hex(8))
 
 
 def fsync_dir(folder: str) -> None:
     """Fsync a folder, so that the renames and creations in it survive a power loss."""
-    fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    _storage.current().fsync_dir(folder)
 
 
 def latest_checkpoint(folder: PathLike, *, filename: str = STATE_FILENAME) -> str | None:
-    """The prefix of the latest checkpoint in `folder`, or None when there is none.
+    """The prefix of the latest checkpoint in `folder`, or None when it has none.
 
-    None means the folder has no state file, or the checkpoint it names has no `.index`.
+    "No checkpoint" and "cannot read the checkpoints" never look alike (TF returns None
+    for both, and training silently starts over): an unreadable state file raises; a
+    state file naming a checkpoint whose index is gone, or no state file beside
+    checkpoint files, gives the newest complete checkpoint found in the folder, with a
+    `TrackpointWarning`. None means the folder holds no checkpoint at all.
 
     Raises:
         CorruptCheckpointError: the state file exists but cannot be read.
+        CheckpointNotFoundError: the state file names a checkpoint that is gone and the
+            folder has no other complete one.
     """
+    folder = os.fspath(folder)
     state = read_checkpoint_state(folder, filename=filename)
-    if state is None:
+    if state is not None:
+        named = state.model_checkpoint_path
+        if _has_index(named):
+            return named
+        listed = [p for p in reversed(state.all_model_checkpoint_paths) if p != named]
+        found = _newest_complete(folder, first=listed)
+        if found is None:
+            raise CheckpointNotFoundError(
+                f"the state file '{os.path.join(folder, filename)}' names '{named}', whose "
+                "files are gone, and the folder holds no other complete checkpoint; restore "
+                "from a copy, or delete the state file to start afresh",
+                file=os.path.join(folder, filename),
+            )
+        warnings.warn(
+            f"the latest checkpoint recorded in '{folder}' ('{os.path.basename(named)}') is "
+            f"missing; using '{os.path.basename(found)}', the newest complete one found",
+            TrackpointWarning,
+            stacklevel=2,
+        )
+        return found
+    found = _newest_complete(folder, first=[])
+    if found is not None:
+        warnings.warn(
+            f"'{folder}' has no state file ('{filename}') but holds checkpoints; using "
+            f"'{os.path.basename(found)}', the newest complete one found",
+            TrackpointWarning,
+            stacklevel=2,
+        )
+    return found
+
+
+def _has_index(prefix: str) -> bool:
+    if os.path.exists(prefix + ".index"):
+        return True
+    # A save over this prefix interrupted before its index was moved into place.
+    from ._commit import find_staged, roll_forward
+
+    if find_staged(prefix):
+        with contextlib.suppress(OSError):
+            roll_forward(prefix)
+    return os.path.exists(prefix + ".index")
+
+
+_NUMBERED = re.compile(r"(.*)-(\d+)")
+
+
+def _newest_complete(folder: str, *, first: Sequence[str]) -> str | None:
+    """The newest complete checkpoint: of `first` in order, else any in `folder`.
+
+    Newest by the manager's number (`ckpt-12` after `ckpt-9`), then by the index's time.
+    Complete: the index reads and every data file holds the bytes it names.
+    """
+    for prefix in first:
+        if _complete(prefix):
+            return prefix
+    try:
+        entries = os.listdir(folder or ".")
+    except OSError:
         return None
-    if os.path.exists(state.model_checkpoint_path + ".index"):
-        return state.model_checkpoint_path
+    candidates = []
+    for entry in entries:
+        if not entry.endswith(".index") or STAGING_MARK in entry or TEMP_MARK in entry:
+            continue
+        prefix = os.path.join(folder, entry[: -len(".index")])
+        match = _NUMBERED.fullmatch(os.path.basename(prefix))
+        number = int(match.group(2)) if match else -1
+        try:
+            mtime = os.stat(prefix + ".index").st_mtime
+        except OSError:
+            continue
+        candidates.append((number, mtime, prefix))
+    for _, _, prefix in sorted(candidates, reverse=True):
+        if _complete(prefix):
+            return prefix
     return None
+
+
+def _complete(prefix: str) -> bool:
+    from ._bundle import BundleReader
+
+    try:
+        reader = BundleReader(prefix)
+    except (TrackpointError, OSError):
+        return False
+    with reader:
+        return reader.data_files_complete()
