@@ -12,6 +12,7 @@ import pytest
 import trackpoint
 from tests.interop._values import DTYPE_SAMPLES, SHAPE_SAMPLES, strings
 from trackpoint.engine import plan_save, read_into_many, write_bundle
+from trackpoint.engine._plan import BATCH_BYTES
 from trackpoint.errors import CorruptCheckpointError, InvalidValueError
 from trackpoint.format import BundleReader, BundleWriter, data_file_name
 
@@ -100,11 +101,12 @@ def test_one_shard_plan_is_the_callers_layout():
 
 
 def test_plan_keeps_small_neighbours_together():
-    sizes = [1000] * 2000 + [8 * MiB, 8 * MiB]  # ~2 MiB of small values: one run
+    small = BATCH_BYTES // 1000 - 1  # just under one run of small values
+    sizes = [1000] * small + [8 * MiB, 8 * MiB]
     plan = plan_save(sizes, 2)
     shard_of = {item.index: item.shard for shard in plan.shards for item in shard}
-    assert len({shard_of[i] for i in range(2000)}) == 1
-    assert shard_of[2000] != shard_of[2001]
+    assert len({shard_of[i] for i in range(small)}) == 1
+    assert shard_of[small] != shard_of[small + 1]
 
 
 def test_plan_puts_the_last_value_at_the_end_of_the_last_shard():

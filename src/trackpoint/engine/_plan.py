@@ -31,8 +31,9 @@ __all__ = [
 
 #: Values below this size are batched: copied into a shared buffer and written together.
 SMALL_VALUE_BYTES = 1 << 20
-#: How many bytes of small neighbours make one run (one write, one planning unit).
-BATCH_BYTES = 4 << 20
+#: How many bytes of small neighbours make one run (one write, one planning unit). Each
+#: thread holds one such buffer; 1 MiB already makes the syscalls per byte negligible.
+BATCH_BYTES = 1 << 20
 #: Below this much data a second shard (and a second thread) does not pay for itself.
 _BYTES_PER_EXTRA_SHARD = 64 << 20
 _MAX_THREADS = 8
