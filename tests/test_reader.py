@@ -133,3 +133,27 @@ def test_mmap_views_are_read_only_and_equal(folder: Path) -> None:
 
 def test_latest_checkpoint_is_none_for_an_empty_folder(tmp_path: Path) -> None:
     assert trackpoint.latest_checkpoint(tmp_path) is None
+
+
+def test_load_checkpoint_verify_names_every_bad_tensor(tmp_path: Path) -> None:
+    from trackpoint.format import BundleWriter
+
+    prefix = str(tmp_path / "ckpt")
+    with BundleWriter(prefix) as writer:
+        for name in ("a", "b", "c"):
+            writer.add(name, np.full(1000, 1.0, np.float32))
+    data = tmp_path / "ckpt.data-00000-of-00001"
+    raw = bytearray(data.read_bytes())
+    raw[10] ^= 1  # inside 'a'
+    raw[8010] ^= 1  # inside 'c'
+    data.write_bytes(bytes(raw))
+    trackpoint.load_checkpoint(prefix).close()  # opening alone reads no data
+    with pytest.raises(trackpoint.CorruptCheckpointError, match="2 tensor") as info:
+        trackpoint.load_checkpoint(prefix, verify=True)
+    assert "'a'" in str(info.value)
+    assert "'c'" in str(info.value)
+    assert "'b'" not in str(info.value).split("failed verification")[1]
+    assert info.value.key == "a"
+    assert info.value.file == str(data)
+    with trackpoint.load_checkpoint(prefix, verify=False) as reader:
+        np.testing.assert_array_equal(reader.get_tensor("b"), np.full(1000, 1.0, np.float32))

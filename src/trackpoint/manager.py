@@ -14,6 +14,7 @@ import os
 import re
 import threading
 import time
+import warnings
 import weakref
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
@@ -22,11 +23,12 @@ import numpy as np
 
 from . import storage
 from .checkpoint import CheckpointOptions
-from .errors import InvalidValueError
+from .errors import InvalidValueError, SaveError, TrackpointError, TrackpointWarning
 from .format import (
     STAGING_MARK,
     STATE_FILENAME,
     TEMP_MARK,
+    find_staged,
     read_checkpoint_state,
     roll_forward,
     write_checkpoint_state,
@@ -140,6 +142,10 @@ class CheckpointManager:
         )
         for path, stamp in zip(state.all_model_checkpoint_paths, stamps, strict=False):
             stamp = min(stamp, now)
+            if path != self._latest and not (os.path.exists(path + ".index") or find_staged(path)):
+                # Half deleted by a crash during a sweep (the index goes first): no longer a
+                # checkpoint; its data files are removed with the leftovers at the first save.
+                continue
             # Checkpoints older than the preserved mark are not this manager's to delete.
             if stamp > self._last_preserved:
                 self._maybe_delete[path] = stamp
@@ -227,10 +233,10 @@ class CheckpointManager:
                 )
                 return path
             self._checkpoint.write(path, options)
+            self._commit(path, durable)
         except BaseException:
             counter.assign(previous)
             raise
-        self._commit(path, durable)
         return path
 
     def sync(self) -> None:
@@ -321,17 +327,56 @@ class CheckpointManager:
             storage.current().unlink(path)
 
     def _commit(self, path: str, durable: bool) -> None:
-        """Make the complete checkpoint `path` the latest, then delete the ones beyond."""
+        """Make the complete checkpoint `path` the latest, then delete the ones beyond.
+
+        Raises only while `path` is not yet the latest (the previous one still is); what
+        fails after the commit (deleting, recording the deletion) is a warning and is
+        retried at the next save, since a save that moved the latest forward succeeded.
+        """
         with self._lock:
             stamp = time.time()
+            latest, queue = self._latest, OrderedDict(self._maybe_delete)
             # An overwritten checkpoint moves to the end of the queue.
             self._maybe_delete.pop(path, None)
             self._maybe_delete[path] = stamp
             self._latest = path
             # Record the new checkpoint before deleting anything, then again without the
             # deleted ones: a crash in between leaves a state file naming files that exist.
-            self._record_state(durable)
-            if self._sweep():
+            try:
+                self._record_state(durable)
+            except OSError:
+                self._latest, self._maybe_delete = latest, queue
+                self._undo_record(path, durable)
+                raise
+            try:
+                if self._sweep():
+                    self._record_state(durable)
+            except OSError as err:
+                error = (
+                    err
+                    if isinstance(err, SaveError)
+                    else storage.save_error(err, "deleting", err.filename or self._directory)
+                )
+                warnings.warn(
+                    f"'{os.path.basename(path)}' is saved and is the latest checkpoint, but "
+                    f"removing the old ones failed ({error}); they are removed at a later save",
+                    TrackpointWarning,
+                    stacklevel=3,
+                )
+
+    def _undo_record(self, path: str, durable: bool) -> None:
+        """After a failed commit: if the state file names `path` anyway, name the previous.
+
+        The rename can succeed and the folder's fsync after it fail; the save raises, so
+        the failed checkpoint must not stay the latest.
+        """
+        with contextlib.suppress(TrackpointError, OSError):
+            state = read_checkpoint_state(self._directory)
+            if state is None or state.model_checkpoint_path != path:
+                return
+            if self._latest is None:
+                storage.current().unlink(os.path.join(self._directory, STATE_FILENAME))
+            else:
                 self._record_state(durable)
 
     def _record_state(self, durable: bool) -> None:
@@ -360,7 +405,13 @@ class CheckpointManager:
             ):
                 self._last_preserved = stamp  # kept for good, no longer listed
                 continue
-            self._delete(path)
+            try:
+                self._delete(path)
+            except OSError:
+                # Kept listed (the state file still names it), deleted at the next save.
+                self._maybe_delete[path] = stamp
+                self._maybe_delete.move_to_end(path, last=False)
+                raise
         return changed
 
     def _delete(self, prefix: str) -> None:

@@ -13,7 +13,11 @@ import os
 import re
 from typing import TYPE_CHECKING, Any
 
-from .errors import CheckpointNotFoundError
+from .errors import (
+    CheckpointNotFoundError,
+    CorruptCheckpointError,
+    IncompleteCheckpointError,
+)
 from .format import (
     BundleReader,
     DType,
@@ -218,7 +222,7 @@ class CheckpointReader:
 
 
 def load_checkpoint(
-    path: PathLike, *, mmap: bool = False, verify_checksums: bool = True
+    path: PathLike, *, mmap: bool = False, verify_checksums: bool = True, verify: bool = False
 ) -> CheckpointReader:
     """Open a checkpoint for reading by key (`tf.train.load_checkpoint`).
 
@@ -227,10 +231,15 @@ def load_checkpoint(
             SavedModel folder.
         mmap: Hand out read-only zero-copy views of memory-mapped data files (local files).
         verify_checksums: Check each tensor's crc32c as it is read.
+        verify: Read every tensor now and check it (as `trackpoint verify` does), so that
+            a damaged checkpoint fails here, naming every bad tensor, not halfway through
+            a restore.
 
     Raises:
         CheckpointNotFoundError: no checkpoint there; the message lists what the folder holds.
-        CorruptCheckpointError: the index is damaged.
+        CorruptCheckpointError: the index is damaged; with `verify`, a tensor is (the
+            message names each bad tensor and its file; `.key`/`.file` are the first).
+        IncompleteCheckpointError: with `verify`, a data file is missing.
 
     Example:
         >>> import tempfile, numpy as np
@@ -241,7 +250,32 @@ def load_checkpoint(
         >>> load_checkpoint(prefix).get_tensor("w")
         array([1., 1.], dtype=float32)
     """
-    return CheckpointReader(resolve_prefix(path), mmap=mmap, verify_checksums=verify_checksums)
+    reader = CheckpointReader(resolve_prefix(path), mmap=mmap, verify_checksums=verify_checksums)
+    if verify:
+        try:
+            _verify_all(reader.bundle)
+        except BaseException:
+            reader.close()
+            raise
+    return reader
+
+
+def _verify_all(bundle: BundleReader) -> None:
+    bad = [(key, err) for key, err in bundle.verify() if err is not None]
+    if not bad:
+        return
+    first = bad[0][1]
+    listed = "; ".join(f"'{key}': {err}" for key, err in bad[:20])
+    more = f"; and {len(bad) - 20} more" if len(bad) > 20 else ""
+    # A missing data file is named as such (IncompleteCheckpointError) when it is the
+    # only problem; anything else, or several, is damage.
+    missing = len(bad) == 1 and isinstance(first, IncompleteCheckpointError)
+    error_type = IncompleteCheckpointError if missing else CorruptCheckpointError
+    raise error_type(
+        f"{len(bad)} tensor(s) of '{bundle.prefix}' failed verification: {listed}{more}",
+        file=getattr(first, "file", None),
+        key=bad[0][0],
+    ) from first
 
 
 def list_variables(path: PathLike) -> list[tuple[str, list[int]]]:

@@ -589,7 +589,7 @@ def test_slices_in_different_shards_are_reassembled(tmp_path):
     ("parts", "phrase"),
     [
         ([(0, 3)], "hold fewer bytes than its shape"),
-        ([(0, 3), (1, 3)], "do not cover"),  # overlapping: enough bytes, row 4 missing
+        ([(0, 3), (1, 3)], "overlaps another"),  # enough bytes, row 4 missing; TF refuses overlaps
     ],
     ids=["too-few-bytes", "overlapping-gap"],
 )

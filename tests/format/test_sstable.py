@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import itertools
 import struct
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from hypothesis import given
@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 # -- helpers: an independent little parser and assembler of tables ---------------------
 
 
-def build(items: Iterable[tuple[bytes, bytes]], **kwargs: int) -> bytes:
+def build(items: Iterable[tuple[bytes, bytes]], **kwargs: Any) -> bytes:
     out = io.BytesIO()
     builder = TableBuilder(out, **kwargs)
     for key, value in items:
@@ -539,9 +539,17 @@ def test_reader_rejects_bad_block_handle_in_index():
         TableReader(doctored)
 
 
-def test_reader_rejects_snappy_blocks_with_a_clear_message():
-    block = raw_block([(0, b"a", b"")])
-    with pytest.raises(TableError, match="Snappy"):
+def test_reader_reads_snappy_blocks():
+    items = [(b"", b"header"), *((f"k{i:03d}".encode(), b"v" * i) for i in range(40))]
+    table = build(items, compression="snappy")
+    _, (index_offset, index_size) = footer_handles(table)
+    assert table[index_offset + index_size] == 1  # the index block too is Snappy
+    assert list(TableReader(table).items()) == items
+
+
+def test_reader_rejects_snappy_labelled_block_that_is_not_snappy():
+    block = raw_block([(0, b"a", b"")])  # its first byte 0 declares an empty block
+    with pytest.raises(TableError, match=r"Snappy|decompress|too short"):
         TableReader(assemble([(block, b"b")], block_type=1))
 
 

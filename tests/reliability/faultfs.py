@@ -33,7 +33,7 @@ class Crash(BaseException):
 
 @dataclass
 class _Write:
-    ino: int
+    file: int  # the file's identity (see FaultFS._ids)
     offset: int
     data: bytes
 
@@ -66,19 +66,28 @@ class FaultFS(Storage):
         self._lock = threading.Lock()
         self._paths: dict[int, str] = {}
         self._counted = 0  # operations counted for fail_at (those named in fail_ops)
-        # The durability model: file contents as of their last fsync (by inode) and the
-        # folder's entries as of its last fsync (name -> inode).
+        # The durability model: file contents as of their last fsync and the folder's
+        # entries as of its last fsync (name -> file). Files are identified by a number
+        # given at creation and carried through renames, not by inode: the kernel hands a
+        # deleted file's inode to the next file created.
+        self._ids: dict[str, int] = {}  # the folder's names now -> file
+        self._fd_ids: dict[int, int] = {}
+        self._next_id = 0
         self._durable_data: dict[int, bytes] = {}
         self._durable_names: dict[str, int] = {}
         self._unsynced: dict[int, list[_Write]] = {}
         self._last_write: _Write | None = None
         for name in os.listdir(self.folder):
             path = os.path.join(self.folder, name)
-            st = os.lstat(path)
-            if stat.S_ISREG(st.st_mode):
+            if stat.S_ISREG(os.lstat(path).st_mode):
+                file = self._ids[name] = self._new_id()
                 with open(path, "rb") as f:
-                    self._durable_data[st.st_ino] = f.read()
-                self._durable_names[name] = st.st_ino
+                    self._durable_data[file] = f.read()
+        self._durable_names = dict(self._ids)
+
+    def _new_id(self) -> int:
+        self._next_id += 1
+        return self._next_id
 
     # -- bookkeeping --------------------------------------------------------------------
 
@@ -107,6 +116,11 @@ class FaultFS(Storage):
             raise self._fail(path)
         fd = super().create(path)
         self._paths[fd] = path
+        with self._lock:
+            file = self._new_id()
+            self._fd_ids[fd] = file
+            if self._in_folder(path):
+                self._ids[os.path.basename(path)] = file
         return fd
 
     def pwrite(self, fd: int, data: memoryview | bytes, offset: int) -> int:
@@ -116,10 +130,9 @@ class FaultFS(Storage):
             raise self._fail(path)
         chunk = bytes(data[: self.short_write]) if failing else bytes(data)
         written = super().pwrite(fd, chunk, offset)
-        ino = os.fstat(fd).st_ino
-        record = _Write(ino, offset, chunk[:written])
         with self._lock:
-            self._unsynced.setdefault(ino, []).append(record)
+            record = _Write(self._fd_ids.get(fd, -1), offset, chunk[:written])
+            self._unsynced.setdefault(record.file, []).append(record)
             self._last_write = record
         return written
 
@@ -134,15 +147,16 @@ class FaultFS(Storage):
         if self._op("fsync", path):
             raise self._fail(path)
         super().fsync(fd)
-        st = os.fstat(fd)
         with open(f"/proc/self/fd/{fd}", "rb") as f:
             data = f.read()
         with self._lock:
-            self._durable_data[st.st_ino] = data
-            self._unsynced.pop(st.st_ino, None)
+            file = self._fd_ids.get(fd, -1)
+            self._durable_data[file] = data
+            self._unsynced.pop(file, None)
 
     def close(self, fd: int) -> None:
         path = self._paths.pop(fd, "?")
+        self._fd_ids.pop(fd, None)
         if self._op("close", path):
             super().close(fd)  # the descriptor is gone either way, as with a real close
             raise self._fail(path)
@@ -152,11 +166,29 @@ class FaultFS(Storage):
         if self._op("rename", target):
             raise self._fail(target)
         super().replace(source, target)
+        with self._lock:
+            file = (
+                self._ids.pop(os.path.basename(source), None) if self._in_folder(source) else None
+            )
+            if self._in_folder(target):
+                if file is None:
+                    file = self._adopt(target)
+                self._ids[os.path.basename(target)] = file
+
+    def _adopt(self, path: str) -> int:
+        """A file made outside this storage: known from now on, its bytes as they are."""
+        file = self._new_id()
+        with open(path, "rb") as f:
+            self._unsynced[file] = [_Write(file, 0, f.read())]
+        return file
 
     def unlink(self, path: str) -> None:
         if self._op("unlink", path):
             raise self._fail(path)
         super().unlink(path)
+        if self._in_folder(path):
+            with self._lock:
+                self._ids.pop(os.path.basename(path), None)
 
     def makedirs(self, path: str) -> None:
         if self._op("mkdir", path):
@@ -169,12 +201,18 @@ class FaultFS(Storage):
         super().fsync_dir(path)
         if os.path.abspath(path) != os.path.abspath(self.folder):
             return
-        names: dict[str, int] = {}
-        for name in os.listdir(self.folder):
-            st = os.lstat(os.path.join(self.folder, name))
-            if stat.S_ISREG(st.st_mode):
-                names[name] = st.st_ino
         with self._lock:
+            names: dict[str, int] = {}
+            for name in os.listdir(self.folder):
+                path = os.path.join(self.folder, name)
+                if not stat.S_ISREG(os.lstat(path).st_mode):
+                    continue
+                file = self._ids.get(name)
+                if file is None:  # made outside this storage (a lock file): durable as is
+                    file = self._ids[name] = self._new_id()
+                    with open(path, "rb") as f:
+                        self._durable_data[file] = f.read()
+                names[name] = file
             self._durable_names = names
 
     def free_bytes(self, path: str) -> int | None:
@@ -189,13 +227,13 @@ class FaultFS(Storage):
         if disk not in DISKS:
             raise ValueError(disk)
         image: dict[str, bytes] = {}
-        for name, ino in self._durable_names.items():
+        for name, file in self._durable_names.items():
             # Never synced data of a durable name: the file exists, its bytes do not.
-            image[name] = self._durable_data.get(ino, b"")
+            image[name] = self._durable_data.get(file, b"")
         torn = self._last_write if disk == "torn" else None
-        if torn is not None and torn.ino in self._unsynced:
-            for name, ino in self._durable_names.items():
-                if ino == torn.ino:
+        if torn is not None and torn.file in self._unsynced:
+            for name, file in self._durable_names.items():
+                if file == torn.file:
                     image[name] = _tear(image[name], torn)
         for name in os.listdir(self.folder):
             path = os.path.join(self.folder, name)

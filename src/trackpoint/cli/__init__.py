@@ -50,6 +50,15 @@ def _consoles() -> tuple[Console, Console]:
     return Console(), Console(stderr=True)
 
 
+def _print_json(out: Console, record: dict[str, Any]) -> None:
+    """Print `record` as indented JSON, plainly.
+
+    Rich's highlighter takes minutes on the index of a 100k-variable checkpoint; JSON is
+    for programs.
+    """
+    out.file.write(json.dumps(record, ensure_ascii=False, indent=2) + "\n")
+
+
 def _shape(shape: Sequence[int]) -> str:
     return "[" + ", ".join(str(d) for d in shape) + "]"
 
@@ -97,7 +106,7 @@ def _inspect(reader: CheckpointReader, args: argparse.Namespace, out: Console) -
         array = reader.get_tensor(args.tensor)
         if args.json:
             record = _info_json(info) | {"values": _tensor_values(array)}
-            out.print_json(json.dumps(record, ensure_ascii=False))
+            _print_json(out, record)
         else:
             out.print(f"[bold]{info.key}[/bold]  {info.dtype.name} {_shape(info.shape)}")
             with np.printoptions(threshold=args.max_values, edgeitems=3, linewidth=100):
@@ -117,7 +126,7 @@ def _inspect(reader: CheckpointReader, args: argparse.Namespace, out: Console) -
             "total_bytes": total,
             "total_elements": elements,
         }
-        out.print_json(json.dumps(record, ensure_ascii=False))
+        _print_json(out, record)
         return 0
     from rich.table import Table
 
@@ -168,7 +177,7 @@ def _verify(reader: CheckpointReader, args: argparse.Namespace, out: Console, er
     ok = not problems
     if args.json:
         record = {"prefix": reader.prefix, "ok": ok, "tensors": len(infos), "problems": problems}
-        out.print_json(json.dumps(record, ensure_ascii=False))
+        _print_json(out, record)
     elif ok:
         total = _human(sum(sizes.values()))
         out.print(
@@ -211,6 +220,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except TrackpointError as error:
         if getattr(args, "json", False):
             record = {"error": type(error).__name__, "message": str(error), "file": error.file}
-            out.print_json(json.dumps(record, ensure_ascii=False))
+            _print_json(out, record)
         err.print(f"[red]{type(error).__name__}[/red]: {error}", highlight=False)
         return 1 if args.command == "verify" else 2

@@ -232,6 +232,9 @@ class _Bundle:
                 created.append(final)
             index = self._index_bytes()
             index_final = index_file_name(prefix)
+            # Removed first if anything fails, even the folder's fsync after its rename: a
+            # failed save must leave no index (an index marks a complete checkpoint).
+            created.insert(0, index_final)
             try:
                 store.write_file(index_final, index, durable=self.durable, token=self.token)
             except OSError as err:

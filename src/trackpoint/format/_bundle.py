@@ -20,7 +20,7 @@ import mmap as _mmap
 import os
 import secrets
 import stat
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 import numpy as np
@@ -66,6 +66,9 @@ HEADER_KEY = b""
 _LITTLE, _BIG = 0, 1
 _MAX_SHARDS = 1 << 20
 _MAX_RANK = 254  # TF's TensorShape limit
+# Partitioned variables have tens or thousands of slices; each listed slice costs Python
+# objects (~300 bytes) at open, so a list of millions would be a memory attack.
+_MAX_SLICES = 1 << 16
 # Linux transfers at most 0x7ffff000 bytes per read/write call.
 _MAX_IO = 0x7FFFF000
 
@@ -501,7 +504,9 @@ class _Entry:
     offset: int
     size: int
     crc: int
-    slices: list[tuple[Extents, _Entry]] = field(default_factory=list)
+    # An empty tuple until the entry has slices: a list per entry would cost 56 bytes for
+    # each of 100,000 tensors.
+    slices: list[tuple[Extents, _Entry]] | tuple[()] = ()
     problem: str | None = None  # why this entry cannot be read, found at open
 
     @property
@@ -524,11 +529,11 @@ def _finish_interrupted_overwrite(prefix: str) -> None:
         roll_forward(prefix)
 
 
-def _open_regular(path: str) -> tuple[int, int] | None:
+def _open_regular(path: str, key: str | None = None) -> tuple[int, int] | None:
     """Open `path` for reading if it is a regular file: (fd, size), or None if it is absent.
 
     Opened non-blocking and checked with fstat, so a FIFO put in a file's place can neither
-    block the open nor be read.
+    block the open nor be read. `key` names the tensor being read, for the error.
     """
     flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
     try:
@@ -541,8 +546,11 @@ def _open_regular(path: str) -> tuple[int, int] | None:
     if st is None or not stat.S_ISREG(st.st_mode):
         if fd >= 0:
             os.close(fd)
+        reading = f" (reading tensor '{key}')" if key is not None else ""
         raise CorruptCheckpointError(
-            f"'{path}' is not a regular file; a checkpoint file must be one", file=path
+            f"'{path}' is not a regular file; a checkpoint file must be one{reading}",
+            file=path,
+            key=key,
         )
     return fd, st.st_size
 
@@ -632,20 +640,20 @@ class BundleReader:
         self.big_endian = header.endianness == _BIG
         slice_entries: dict[bytes, bundle_pb2.BundleEntryProto] = {}
         for raw_key, value in items:
+            try:
+                key = raw_key.decode("utf-8")
+            except UnicodeDecodeError:
+                key = raw_key.decode("utf-8", "backslashreplace")
             proto = bundle_pb2.BundleEntryProto()
             try:
                 proto.ParseFromString(value)
             except DecodeError as err:
                 raise self._corrupt(
-                    f"the entry of {raw_key!r} does not parse ({err})", key=repr(raw_key)
+                    f"the entry of {raw_key!r} does not parse ({err})", key=key
                 ) from err
             if raw_key.startswith(b"\x00"):
                 slice_entries[raw_key] = proto
                 continue
-            try:
-                key = raw_key.decode("utf-8")
-            except UnicodeDecodeError:
-                key = raw_key.decode("utf-8", "backslashreplace")
             self._entries[key] = self._make_entry(key, proto)
         for entry_key, entry in self._entries.items():
             if entry.slices:
@@ -675,6 +683,14 @@ class BundleReader:
             key, dtype, shape, proto.shard_id, proto.offset, proto.size, unmask(proto.crc32c)
         )
         itemsize = dtype.itemsize
+        if len(proto.slices) > _MAX_SLICES:
+            raise UnsupportedCheckpointError(
+                f"tensor '{key}' in '{self.index_path}' lists {len(proto.slices)} slices, more "
+                f"than trackpoint reads ({_MAX_SLICES}); the index is damaged or was not "
+                "written by TensorFlow",
+                file=self.index_path,
+                key=key,
+            )
         if proto.slices:
             entry.slices = []  # filled by _attach_slices
             for proto_slice in proto.slices:
@@ -778,18 +794,22 @@ class BundleReader:
             path = self._paths[shard] = data_file_name(self.prefix, shard, self.num_shards)
         return path
 
-    def _fd(self, shard: int) -> tuple[int, int]:
+    def _fd(self, shard: int, key: str | None = None) -> tuple[int, int]:
+        """The open data shard and its size; `key` is the tensor wanted (for errors)."""
         fd = self._fds.get(shard)
         if fd is None:
             path = self.data_path(shard)
-            opened = _open_regular(path)
+            opened = _open_regular(path, key)
             if opened is None:
                 base = os.path.basename(self.prefix)
+                reading = f"reading tensor '{key}': " if key is not None else ""
                 raise IncompleteCheckpointError(
-                    f"'{os.path.basename(path)}' is missing from '{os.path.dirname(path) or '.'}'; "
-                    f"all files that start with '{base}.' must stay together (the checkpoint "
-                    f"has {self.num_shards} data file{'s' if self.num_shards > 1 else ''})",
+                    f"{reading}'{os.path.basename(path)}' is missing from "
+                    f"'{os.path.dirname(path) or '.'}'; all files that start with '{base}.' "
+                    f"must stay together (the checkpoint has {self.num_shards} data "
+                    f"file{'s' if self.num_shards > 1 else ''})",
                     file=path,
+                    key=key,
                 )
             fd, size = opened
             self._fds[shard] = fd
@@ -822,7 +842,7 @@ class BundleReader:
                 file=self.index_path,
                 key=entry.key,
             )
-        fd, size = self._fd(entry.shard)
+        fd, size = self._fd(entry.shard, entry.key)
         if entry.offset + entry.size > size:
             path = self.data_path(entry.shard)
             raise CorruptCheckpointError(
@@ -987,7 +1007,7 @@ class BundleReader:
             buf,
             entry.numel,
             big_endian=self.big_endian,
-            where=f"'{entry.key}'",
+            where=f"'{entry.key}' in '{os.path.basename(self.data_path(entry.shard))}'",
             key=entry.key,
             file=self.data_path(entry.shard),
         )
@@ -1017,11 +1037,20 @@ class BundleReader:
             )
         out = np.empty(entry.shape, entry.dtype.numpy)
         covered = np.zeros(entry.shape, dtype=bool) if entry.numel else None
-        for extents, part in entry.slices:
+        for extents, part in dict(entry.slices).items():  # a slice listed twice is read once
             index = tuple(slice(start, start + (length or 0)) for start, length in extents)
-            out[index] = self._read_strings(part) if part.dtype.is_string else self._read_part(part)
             if covered is not None:
+                # TF refuses overlapping slices too (TensorSliceSet::Register): which of two
+                # different values an element has would depend on the order of the list.
+                if covered[index].any():
+                    raise CorruptCheckpointError(
+                        f"the stored slice {_format_extents(extents)} of tensor '{entry.key}' "
+                        "overlaps another of its slices; the index is damaged",
+                        file=self.index_path,
+                        key=entry.key,
+                    )
                 covered[index] = True
+            out[index] = self._read_strings(part) if part.dtype.is_string else self._read_part(part)
         if covered is not None and not covered.all():
             raise CorruptCheckpointError(
                 f"the stored slices of tensor '{entry.key}' do not cover its shape "

@@ -8,8 +8,8 @@ complete), then moved into place by `roll_forward`:
 
 1. the old `<prefix>.index` is deleted (from here the prefix is no checkpoint on its own,
    so nothing reads old index with new data);
-2. each staged data file is renamed to the prefix's name, and old data files of another
-   shard count are deleted;
+2. old data files of another shard count are deleted, then each staged data file is
+   renamed to the prefix's name;
 3. the staged `.index` is renamed last, and the folder synced.
 
 Every step can be repeated, so a save interrupted anywhere is finished by the next reader
@@ -168,25 +168,32 @@ def roll_forward(prefix: str, *, durable: bool = True, clean: bool = False) -> b
         return False
     with contextlib.suppress(FileNotFoundError):
         store.unlink(index_file_name(prefix))
-    count = chosen.data[0][2] if chosen.data else 1
+    if chosen.data:
+        # The old bundle's shards of another count go before any staged one moves: once
+        # every staged data file is renamed, the new count is known only to the index.
+        count = chosen.data[0][2]
+        keep = {data_file_name(prefix, shard, count) for shard in range(count)}
+        for path in existing_files(prefix):
+            if path != index_file_name(prefix) and path not in keep:
+                with contextlib.suppress(FileNotFoundError):
+                    store.unlink(path)
     for entry, shard, num_shards in chosen.data:
-        target = data_file_name(prefix, shard, num_shards)
-        with contextlib.suppress(FileNotFoundError):  # renamed by an earlier attempt
-            store.replace(os.path.join(folder, entry), target)
-    keep = {data_file_name(prefix, shard, count) for shard in range(count)}
-    for path in existing_files(prefix):
-        if path != index_file_name(prefix) and path not in keep:
-            with contextlib.suppress(FileNotFoundError):
-                store.unlink(path)  # the old bundle's shards of another count
-    try:
-        store.replace(index_file_name(chosen.prefix), index_file_name(prefix))
-    except FileNotFoundError:
-        if not os.path.exists(index_file_name(prefix)):
-            raise
-        # Another reader or writer finished this roll-forward at the same time.
+        _move(store, os.path.join(folder, entry), data_file_name(prefix, shard, num_shards))
+    _move(store, index_file_name(chosen.prefix), index_file_name(prefix))
     if durable:
         store.fsync_dir(folder or ".")
     return True
+
+
+def _move(store: _storage.Storage, source: str, target: str) -> None:
+    """Rename `source` to `target`; a source already gone was moved by an earlier attempt."""
+    try:
+        store.replace(source, target)
+    except FileNotFoundError:
+        # Another reader or writer finished this step (now or in an interrupted attempt);
+        # a source still present means the rename itself failed.
+        if os.path.exists(source) or not os.path.exists(target):
+            raise
 
 
 def _whole(staged: StagedSet) -> bool:

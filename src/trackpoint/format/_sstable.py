@@ -1,14 +1,16 @@
 """The LevelDB table format that TensorFlow uses for a bundle's `.index` file.
 
 `TableBuilder` lays a table out byte for byte as TensorFlow's `table::TableBuilder` does
-(TF format doc §3.3): uncompressed blocks, restart interval 16 in data blocks and 1 in the
-index block, a 256 KiB target block size, LevelDB's shortest separators as index keys, an
-empty metaindex block and a 48-byte footer ending in the magic number.
+(TF format doc §3.3): uncompressed blocks (Snappy on request), restart interval 16 in data
+blocks and 1 in the index block, a 256 KiB target block size, LevelDB's shortest
+separators as index keys, an empty metaindex block and a 48-byte footer ending in the
+magic number.
 
 `TableReader` reads a whole table that is already in memory and checks it structurally
 before handing out a single entry: magic, every block's masked crc32c, block handles inside
-the file, restart arrays inside their block, varints bounded, shared prefixes no longer
-than the previous key and keys strictly increasing. Anything else is a `TableError` that
+the file, a Snappy block's declared size before it is decompressed, restart arrays inside
+their block, varints bounded, shared prefixes no longer than the previous key and keys
+strictly increasing. Anything else is a `TableError` that
 the bundle layer turns into a `CorruptCheckpointError` naming the file.
 
 Knows bytes, not tensors or files.
@@ -17,7 +19,9 @@ Knows bytes, not tensors or files.
 from __future__ import annotations
 
 import struct
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING, BinaryIO, Literal
+
+import cramjam
 
 from ._crc32c import crc32c, mask, unmask
 from ._varint import VarintError, decode_varint, encode_varint
@@ -35,6 +39,13 @@ DATA_RESTART_INTERVAL = 16
 INDEX_RESTART_INTERVAL = 1
 NO_COMPRESSION = 0
 SNAPPY_COMPRESSION = 1
+# A Snappy element expands at most 64 bytes from 3 (a copy with a 2-byte offset), so a
+# block declaring more than that per compressed byte is lying; TF writes 256 KiB blocks,
+# so even an honest declaration beyond 1 GiB is not an index block.
+_SNAPPY_MAX_EXPANSION = (64, 3)
+_MAX_BLOCK_BYTES = 1 << 30
+# Snappy's preamble is a uint32 varint: at most 5 bytes.
+_SNAPPY_PREAMBLE_BYTES = 5
 
 _U32 = struct.Struct("<I")
 
@@ -126,6 +137,14 @@ class TableBuilder:
 
     Keys must be added in strictly increasing bytewise order.
 
+    Args:
+        out: Where the table goes.
+        block_size: The size at which a data block is closed.
+        compression: "snappy" compresses every block (TensorFlow reads such tables; TF
+            format doc §3.3). LevelDB keeps a block uncompressed when Snappy saves less
+            than 1/8 of it; here every block is compressed, so that tests can count on
+            it. Bundles are written uncompressed, as TensorFlow writes them since 1.2.
+
     Example:
         >>> import io
         >>> out = io.BytesIO()
@@ -136,10 +155,17 @@ class TableBuilder:
         {b'a': b'1'}
     """
 
-    def __init__(self, out: BinaryIO, *, block_size: int = DEFAULT_BLOCK_SIZE) -> None:
+    def __init__(
+        self,
+        out: BinaryIO,
+        *,
+        block_size: int = DEFAULT_BLOCK_SIZE,
+        compression: Literal["none", "snappy"] = "none",
+    ) -> None:
         self._out = out
         self._offset = 0
         self._block_size = block_size
+        self._snappy = compression == "snappy"
         self._data = _BlockBuilder(DATA_RESTART_INTERVAL)
         self._index = _BlockBuilder(INDEX_RESTART_INTERVAL)
         self._last_key: bytes | None = None
@@ -170,6 +196,9 @@ class TableBuilder:
 
     def _write_block(self, contents: bytes) -> bytes:
         trailer_type = bytes([NO_COMPRESSION])
+        if self._snappy:
+            contents = bytes(cramjam.snappy.compress_raw(contents))
+            trailer_type = bytes([SNAPPY_COMPRESSION])
         crc = mask(crc32c(trailer_type, crc32c(contents)))
         self._out.write(contents)
         self._out.write(trailer_type + _U32.pack(crc))
@@ -201,6 +230,29 @@ def _decode_handle(buf: bytes | memoryview, pos: int, end: int) -> tuple[int, in
     offset, pos = decode_varint(buf, pos, end)
     size, pos = decode_varint(buf, pos, end)
     return offset, size, pos
+
+
+def _snappy_decompress(contents: bytes, what: str) -> bytes:
+    """Decompress a Snappy block after checking the size it declares (no bomb allocates)."""
+    try:
+        declared, start = decode_varint(contents, 0, min(len(contents), _SNAPPY_PREAMBLE_BYTES))
+    except VarintError as err:
+        raise TableError(f"{what} is Snappy-compressed with a bad length preamble: {err}") from err
+    numerator, denominator = _SNAPPY_MAX_EXPANSION
+    limit = min((len(contents) - start) * numerator // denominator, _MAX_BLOCK_BYTES)
+    if declared > limit:
+        raise TableError(
+            f"{what} is Snappy-compressed and declares {declared} bytes uncompressed, more "
+            f"than its {len(contents)} compressed bytes can hold (at most {limit})"
+        )
+    out = bytearray(declared)
+    try:
+        written = cramjam.snappy.decompress_raw_into(contents, out)
+    except cramjam.DecompressionError as err:
+        raise TableError(f"{what} does not decompress ({err})") from err
+    if written != declared:
+        raise TableError(f"{what} decompressed to {written} bytes but declares {declared} bytes")
+    return bytes(out)
 
 
 class TableReader:
@@ -278,11 +330,10 @@ class TableReader:
                     f"computed 0x{actual:08x})"
                 )
         if block_type == SNAPPY_COMPRESSION:
-            raise TableError(
-                f"{what} is Snappy-compressed (written by TensorFlow 1.1 or older); "
-                "trackpoint does not read compressed index blocks yet"
-            )
+            return _snappy_decompress(contents, what)
         if block_type != NO_COMPRESSION:
+            # TF's table format knows only types 0 and 1 (LevelDB later added zstd as 2,
+            # RocksDB uses 7); TF itself refuses the rest as a bad block type.
             raise TableError(f"{what} has unknown compression type {block_type}")
         return contents
 

@@ -94,23 +94,36 @@ def read_checkpoint_state(
     """
     folder = os.fspath(folder)
     path = os.path.join(folder, filename)
-    try:
-        mode = os.stat(path).st_mode
-    except FileNotFoundError:
-        return None
-    if not stat.S_ISREG(mode):
-        # Opening a FIFO would block forever; a folder or device is no state file either.
-        raise CorruptCheckpointError(
-            f"'{path}' is not a regular file, so it cannot be a checkpoint state file; remove it",
-            file=path,
-        )
-    with open(path, "rb") as f:
-        raw = f.read(_MAX_STATE_BYTES + 1)
     hint = (
         "fix or delete it; `trackpoint inspect` on the folder lists the checkpoints it holds, "
         "and any of them can be passed as a prefix"
     )
-    if len(raw) > _MAX_STATE_BYTES:
+    # Non-blocking, then fstat: a FIFO swapped in after a stat could otherwise block the open.
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(path, flags)
+    except FileNotFoundError:
+        return None
+    except IsADirectoryError:
+        fd = -1
+    st = os.fstat(fd) if fd >= 0 else None
+    if st is None or not stat.S_ISREG(st.st_mode) or st.st_size > _MAX_STATE_BYTES:
+        if fd >= 0:
+            os.close(fd)
+        if st is not None and stat.S_ISREG(st.st_mode):
+            # Refused by its size before a byte is read, so a huge file costs no memory.
+            raise CorruptCheckpointError(
+                f"state file '{path}' is too large to be one ({st.st_size} bytes); {hint}",
+                file=path,
+            )
+        # A FIFO would block a read forever; a folder or device is no state file either.
+        raise CorruptCheckpointError(
+            f"'{path}' is not a regular file, so it cannot be a checkpoint state file; remove it",
+            file=path,
+        )
+    with open(fd, "rb") as f:  # closes the fd
+        raw = f.read(_MAX_STATE_BYTES + 1)
+    if len(raw) > _MAX_STATE_BYTES:  # it grew after the fstat
         raise CorruptCheckpointError(
             f"state file '{path}' is too large to be one; {hint}", file=path
         )
@@ -170,6 +183,10 @@ def write_checkpoint_state(
         last_preserved_timestamp: A manager's bookkeeping (TF's meaning).
         filename: The state file's name.
         durable: fsync the file and the folder before returning.
+
+    Raises:
+        SaveError: the file system failed (the old state file is intact unless only the
+            folder's fsync after the rename failed).
     """
     folder = os.fspath(folder)
     latest = _relative_if_inside(folder, os.fspath(model_checkpoint_path))
@@ -191,10 +208,13 @@ def write_checkpoint_state(
         state.last_preserved_timestamp = last_preserved_timestamp
     text = text_format.MessageToString(state, as_utf8=True)
     store = _storage.current()
-    store.makedirs(folder or ".")
     final = os.path.join(folder, filename)
     # The commit point of a save: temp file, fsync, rename, fsync of the folder (durable).
-    store.write_file(final, text.encode("utf-8"), durable=durable, token=secrets.token_hex(8))
+    try:
+        store.makedirs(folder or ".")
+        store.write_file(final, text.encode("utf-8"), durable=durable, token=secrets.token_hex(8))
+    except OSError as err:
+        raise _storage.save_error(err, "writing the state file", final) from None
 
 
 def fsync_dir(folder: str) -> None:

@@ -1,7 +1,9 @@
 """Unsigned LEB128 varints, as protobuf and LevelDB write them.
 
 Decoding is bounded: at most 10 bytes (a 64-bit value), and a varint that runs past the
-end of its buffer is reported, never read beyond.
+end of its buffer is reported, never read beyond. Overlong forms (a last byte of 0 after a
+continuation, as `91 00` for 17) are refused: no writer makes them, so one is damage, such
+as a flipped bit in a table footer that would otherwise go unnoticed.
 """
 
 from __future__ import annotations
@@ -34,7 +36,8 @@ def decode_varint(buf: bytes | memoryview, pos: int, end: int | None = None) -> 
     """Decode the varint at `buf[pos]`; return (value, position after it).
 
     Raises:
-        VarintError: the varint runs past `end` (default: the buffer's end) or past 10 bytes.
+        VarintError: the varint runs past `end` (default: the buffer's end) or past 10 bytes,
+            or is overlong.
 
     Example:
         >>> decode_varint(bytes.fromhex("ac02ff"), 0)
@@ -49,6 +52,8 @@ def decode_varint(buf: bytes | memoryview, pos: int, end: int | None = None) -> 
         if byte < 0x80:
             if result >> 64:
                 raise VarintError(f"varint at byte {pos} does not fit in 64 bits")
+            if byte == 0 and i > pos:
+                raise VarintError(f"varint at byte {pos} is overlong (ends in a zero byte)")
             return result, i + 1
         shift += 7
     if limit - pos >= _MAX_VARINT_BYTES:
