@@ -8,6 +8,7 @@ zero-size, unicode keys with long shared prefixes, 1 to 4 shards, both writers (
 from __future__ import annotations
 
 import tempfile
+from typing import Any
 
 import ml_dtypes
 import numpy as np
@@ -44,7 +45,8 @@ def values(draw: st.DrawFn) -> np.ndarray:
     kind = draw(st.sampled_from(["numeric", "bits", "string"]))
     shape = draw(shapes)
     if kind == "numeric":
-        return draw(hnp.arrays(draw(st.sampled_from(NUMERIC)), shape))
+        numeric: np.dtype[Any] = draw(st.sampled_from(NUMERIC))
+        return draw(hnp.arrays(numeric, shape))
     if kind == "bits":
         # Any bit pattern, NaNs and all: the bytes must survive, not only the numbers.
         dtype = draw(st.sampled_from(BITS))
