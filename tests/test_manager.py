@@ -156,3 +156,29 @@ def test_invalid_arguments_are_refused(tmp_path: Path) -> None:
         trackpoint.CheckpointManager(ckpt, tmp_path, max_to_keep=0)
     with pytest.raises(trackpoint.InvalidValueError, match="step_counter"):
         trackpoint.CheckpointManager(ckpt, tmp_path, max_to_keep=1, checkpoint_interval=5)
+
+
+def test_a_manager_created_before_another_writer_saved_continues_from_the_folder(
+    tmp_path: Path,
+) -> None:
+    first, _ = _manager(tmp_path, max_to_keep=2)
+    first.save()
+    first.close()
+    stale, _ = _manager(tmp_path, max_to_keep=2)  # reads the folder now: latest ckpt-1
+    other, _ = _manager(tmp_path, max_to_keep=2)
+    other.save(checkpoint_number=2)
+    other.save(checkpoint_number=3)
+    other.close()
+    # Taking the folder, the stale manager re-reads what was committed meanwhile.
+    stale.save(checkpoint_number=4)
+    assert [os.path.basename(p) for p in stale.checkpoints] == ["ckpt-3", "ckpt-4"]
+    state = read_checkpoint_state(tmp_path)
+    assert state is not None
+    assert [os.path.basename(p) for p in state.all_model_checkpoint_paths] == ["ckpt-3", "ckpt-4"]
+    assert _files(tmp_path) == [
+        "checkpoint",
+        "ckpt-3.data-00000-of-00001",
+        "ckpt-3.index",
+        "ckpt-4.data-00000-of-00001",
+        "ckpt-4.index",
+    ]

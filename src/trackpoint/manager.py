@@ -41,6 +41,7 @@ if TYPE_CHECKING:
 
     from ._typing import PathLike
     from .checkpoint import Checkpoint
+    from .format import CheckpointState
     from .graph import Variable
 
 __all__ = ["CheckpointManager", "latest_checkpoint"]
@@ -127,16 +128,20 @@ class CheckpointManager:
         # Taken at the first save, held until close(): one writer per folder.
         self._writer_lock = WriterLock(self._directory, f"CheckpointManager '{checkpoint_name}'")
         weakref.finalize(self, self._writer_lock.release)
-        now = time.time()
-        state = read_checkpoint_state(self._directory)
+        self._latest: str | None = None
+        # A second earlier, so that a manager re-created at once does not adopt
+        # checkpoints it did not write (TF's rule).
+        self._last_preserved = time.time() - 1.0
+        self._load_state(read_checkpoint_state(self._directory))
+
+    def _load_state(self, state: CheckpointState | None) -> None:
+        """Take the latest checkpoint and the ones this manager may delete from `state`."""
         if state is None:
-            self._latest: str | None = None
-            # A second earlier, so that a manager re-created at once does not adopt
-            # checkpoints it did not write (TF's rule).
-            self._last_preserved = now - 1.0
             return
+        now = time.time()
         self._latest = state.model_checkpoint_path
         self._last_preserved = min(state.last_preserved_timestamp or 0.0, now)
+        self._maybe_delete.clear()
         stamps = list(state.all_model_checkpoint_timestamps) or [self._last_preserved] * len(
             state.all_model_checkpoint_paths
         )
@@ -278,6 +283,12 @@ class CheckpointManager:
             self._writer_lock.acquire()
         except OSError as err:
             raise storage.save_error(err, "locking the folder", self._directory) from None
+        # Another writer may have committed between this manager's creation and now (it
+        # held the lock then): continue from what the folder records, not a stale view.
+        state = read_checkpoint_state(self._directory)
+        if state is not None and state.model_checkpoint_path != self._latest:
+            with self._lock:
+                self._load_state(state)
         self._clean_leftovers()
 
     def _clean_leftovers(self) -> None:

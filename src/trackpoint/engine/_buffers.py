@@ -8,6 +8,7 @@ values into one write, or receive one large read, are kept and reused from call 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
@@ -72,12 +73,67 @@ def run_jobs(jobs: list[Callable[[], None]], threads: int) -> None:
     Waiting for every job matters: a job still running after an error could write into a
     buffer or file the caller is about to reuse or delete. The pool lives for one call
     (its threads are not daemons and end with it).
+
+    Once the interpreter is exiting (an async save finishing after the main thread
+    ended), `concurrent.futures` takes no new work, so the jobs run in this thread.
     """
-    if threads <= 1 or len(jobs) <= 1:
+    if threads <= 1 or len(jobs) <= 1 or _exiting():
         for job in jobs:
             job()
         return
-    with ThreadPoolExecutor(max_workers=min(threads, len(jobs))) as pool:
-        futures = [pool.submit(job) for job in jobs]
+    futures = []
+    refused: list[Callable[[], None]] = []
+    name = f"trackpoint-jobs-{next(_pools)}"
+    pool = ThreadPoolExecutor(max_workers=min(threads, len(jobs)), thread_name_prefix=name)
+    try:
+        for i, job in enumerate(jobs):
+            try:
+                futures.append(pool.submit(job))
+            except RuntimeError as err:  # noqa: PERF203 - raised once, and it ends the loop
+                # The interpreter began exiting just now: concurrent.futures refuses new
+                # work from the moment it does, a little before the main thread ends.
+                if "interpreter shutdown" not in str(err):
+                    raise
+                refused = jobs[i:]
+                break
+    except BaseException:
+        _shut_down(pool, name, cancel=True)
+        raise
+    _shut_down(pool, name, cancel=False)
     for future in futures:
         future.result()
+    for job in refused:
+        job()
+
+
+def _shut_down(pool: ThreadPoolExecutor, name: str, *, cancel: bool) -> None:
+    """Wait for every worker of `pool` (named `name_N`), even through a KeyboardInterrupt.
+
+    A KeyboardInterrupt (Ctrl-C) can land between two joins, or in `submit` between a
+    worker's start and the pool recording it; a job left running could then write into
+    a file descriptor the caller closes next and a later save reuses. So the workers are
+    found by name and joined, jobs not started yet are cancelled once interrupted, and
+    the interrupt is raised after.
+    """
+    interrupt: BaseException | None = None
+    while True:
+        try:
+            pool.shutdown(wait=True, cancel_futures=cancel)
+            for thread in threading.enumerate():
+                if thread.name.startswith(name + "_"):
+                    thread.join()
+        except BaseException as err:  # noqa: BLE001, PERF203 - raised below, once the jobs ended
+            interrupt = interrupt or err
+            cancel = True
+        else:
+            break
+    if interrupt is not None:
+        raise interrupt
+
+
+_pools = itertools.count()
+
+
+def _exiting() -> bool:
+    """Whether the main thread has ended: the interpreter is waiting for its other threads."""
+    return not threading.main_thread().is_alive()
