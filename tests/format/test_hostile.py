@@ -112,6 +112,22 @@ def write_fixture(folder: Path, step: int = 2) -> str:
     return prefix
 
 
+def assert_only_its_tensors_fail(
+    prefix: str, which: int, path: str, error: type[TrackpointError]
+) -> None:
+    """`verify` blames exactly the tensors of data file `which` (1-based), naming file and key."""
+    with BundleReader(prefix) as reader:
+        results = dict(reader.verify())
+    for key, shard in SHARD_OF.items():
+        err = results[key]
+        if shard != which - 1:
+            assert err is None
+            continue
+        assert isinstance(err, error)
+        assert (err.file, err.key) == (path, key)
+        assert os.path.basename(path) in str(err)
+
+
 def files_of(prefix: str) -> list[str]:
     return [prefix + ".index", data_file_name(prefix, 0, 2), data_file_name(prefix, 1, 2)]
 
@@ -407,16 +423,7 @@ def test_each_file_deleted_in_turn(tmp_path, pristine, which):
         with pytest.raises(CheckpointNotFoundError):
             trackpoint.CheckpointReader(prefix)
         return
-    with BundleReader(prefix) as reader:
-        results = dict(reader.verify())
-        for key, shard in SHARD_OF.items():
-            err = results[key]
-            if shard != which - 1:
-                assert err is None
-                continue
-            assert isinstance(err, IncompleteCheckpointError)
-            assert (err.file, err.key) == (path, key)
-            assert os.path.basename(path) in str(err)
+    assert_only_its_tensors_fail(prefix, which, path, IncompleteCheckpointError)
 
 
 def test_swapped_shards_are_refused_naming_file_and_key(tmp_path, pristine):
@@ -474,16 +481,7 @@ def test_file_replaced_by_something_else_is_refused(tmp_path, pristine, hang_gua
         with pytest.raises(CorruptCheckpointError):
             trackpoint.CheckpointReader(prefix)
         return
-    with BundleReader(prefix) as reader:
-        results = dict(reader.verify())
-        for key, shard in SHARD_OF.items():
-            err = results[key]
-            if shard != which - 1:
-                assert err is None
-                continue
-            assert isinstance(err, CorruptCheckpointError)
-            assert (err.file, err.key) == (path, key)
-            assert os.path.basename(path) in str(err)
+    assert_only_its_tensors_fail(prefix, which, path, CorruptCheckpointError)
 
 
 def test_cli_verify_names_every_bad_tensor_and_exits_1(tmp_path, pristine, capsys):
