@@ -235,8 +235,25 @@ def index_bit_flips_are_caught(tmp_path: Path, index: bytes, pristine: Pristine)
     return cases
 
 
+@contextlib.contextmanager
+def memory_bound(input_bytes: int) -> Iterator[None]:
+    """Fail if any case inside allocated more than twice its input plus 8 MiB.
+
+    The peak over the block bounds every single case's peak (numpy registers its
+    allocations with tracemalloc, so a tensor allocated from a lying index shows).
+    """
+    tracemalloc.start()
+    try:
+        yield
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak <= 2 * input_bytes + (8 << 20), f"peak {peak} bytes for {input_bytes} of input"
+
+
 def test_every_index_bit_flip_is_refused_or_provably_harmless(tmp_path, pristine):
-    with no_hang(120):
+    size = len(pristine.index) + sum(map(len, pristine.shards))
+    with no_hang(120), memory_bound(size):
         cases = index_bit_flips_are_caught(tmp_path, pristine.index, pristine)
     assert cases == 8 * len(pristine.index)
 
@@ -267,7 +284,8 @@ def owner(pristine: Pristine, shard: int, position: int) -> str:
 def test_every_data_byte_flip_names_the_shard_and_the_tensor(tmp_path, pristine):
     prefix = place(tmp_path, pristine.index, pristine.shards, "ckpt-2")
     cases = 0
-    with no_hang(120):
+    size = len(pristine.index) + sum(map(len, pristine.shards))
+    with no_hang(120), memory_bound(size):
         for shard, content in enumerate(pristine.shards):
             path = data_file_name(prefix, shard, 2)
             for position in range(len(content)):
