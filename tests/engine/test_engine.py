@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import os
-import tracemalloc
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pytest
 
 import trackpoint
+from tests._memory import traced_peak
 from tests.interop._values import DTYPE_SAMPLES, SHAPE_SAMPLES, strings
 from trackpoint.engine import plan_save, read_into_many, write_bundle
 from trackpoint.engine._plan import BATCH_BYTES
@@ -17,20 +17,9 @@ from trackpoint.errors import CorruptCheckpointError, InvalidValueError
 from trackpoint.format import BundleReader, BundleWriter, data_file_name
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
     from pathlib import Path
 
 MiB = 1 << 20
-
-
-def traced_peak(action: Callable[[], object]) -> int:
-    """The peak of memory traced by tracemalloc (NumPy buffers included) while `action` runs."""
-    tracemalloc.start()
-    try:
-        action()
-        return tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
 
 
 def files(folder: Path) -> list[str]:

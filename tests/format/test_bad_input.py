@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import struct
-import tracemalloc
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -16,6 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests._memory import traced_peak
 from trackpoint.errors import (
     CheckpointNotFoundError,
     CorruptCheckpointError,
@@ -31,7 +31,7 @@ from trackpoint.format.protos import tensor_bundle_pb2
 from trackpoint.reader import load_checkpoint
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Sequence
     from pathlib import Path
 
     from numpy.typing import NDArray
@@ -146,15 +146,6 @@ def flip(path: Path | str, position: int, bits: int = 0x01) -> None:
         byte = f.read(1)[0]
         f.seek(position)
         f.write(bytes([byte ^ bits]))
-
-
-def peak_allocation(action: Callable[[], object]) -> int:
-    tracemalloc.start()
-    try:
-        action()
-        return tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
 
 
 # -- missing files ----------------------------------------------------------------------
@@ -474,7 +465,7 @@ def test_reader_rejects_entry_running_past_its_shard(tmp_path, doctored, phrase)
         err = attempt(mmap)
         assert (err.file, err.key) == (data, "x")
         assert "truncated" in str(err)
-    assert peak_allocation(lambda: attempt(False)) < 1 << 20
+    assert traced_peak(lambda: attempt(False)) < 1 << 20
 
 
 def test_reader_rejects_string_entry_running_past_its_shard_without_allocating(tmp_path):
@@ -489,7 +480,7 @@ def test_reader_rejects_string_entry_running_past_its_shard_without_allocating(t
                 reader.get_tensor("s")
             assert info.value.key == "s"
 
-        assert peak_allocation(read) < 1 << 20
+        assert traced_peak(read) < 1 << 20
 
 
 @pytest.mark.parametrize(
@@ -516,7 +507,7 @@ def test_reader_rejects_element_count_overflow_without_allocating(tmp_path, dtyp
                 reader.get_tensor("x")
             assert (info.value.file, info.value.key) == (index, "x")
 
-    assert peak_allocation(attempt) < 1 << 20
+    assert traced_peak(attempt) < 1 << 20
 
 
 @pytest.mark.parametrize(
@@ -692,7 +683,7 @@ def test_reader_rejects_huge_sliced_shape_without_allocating(tmp_path):
         err = read_error(prefix, "emb", "hold fewer bytes")
         assert err.key == "emb"
 
-    assert peak_allocation(attempt) < 1 << 20
+    assert traced_peak(attempt) < 1 << 20
 
 
 def test_reader_rejects_huge_sliced_string_shape_without_allocating(tmp_path):
@@ -713,7 +704,7 @@ def test_reader_rejects_huge_sliced_string_shape_without_allocating(tmp_path):
         err = read_error(prefix, "s", "hold fewer bytes")
         assert (err.key, err.file) == ("s", prefix + ".index")
 
-    assert peak_allocation(attempt) < 1 << 20
+    assert traced_peak(attempt) < 1 << 20
 
 
 def test_slice_listed_many_times_does_not_inflate_the_allocation(tmp_path):
@@ -728,7 +719,7 @@ def test_slice_listed_many_times_does_not_inflate_the_allocation(tmp_path):
         shards=[data],
     )
     with BundleReader(prefix) as reader:
-        peak = peak_allocation(lambda: read_error(prefix, "w", "hold fewer bytes"))
+        peak = traced_peak(lambda: read_error(prefix, "w", "hold fewer bytes"))
         assert reader.info("w").shape == (2_000_000,)
     assert peak < 4 << 20  # the full tensor would be 8 MB
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 import gc
 import mmap
 import os
-import tracemalloc
 from typing import TYPE_CHECKING, Any
 
 import ml_dtypes
 import numpy as np
 import pytest
 
+from tests._memory import traced_peak
 from trackpoint.errors import (
     CorruptCheckpointError,
     InvalidValueError,
@@ -31,7 +31,6 @@ from trackpoint.format._crc32c import mask
 from trackpoint.format.protos import tensor_bundle_pb2, types_pb2
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
     from pathlib import Path
 
     from numpy.typing import NDArray
@@ -772,16 +771,6 @@ def test_durable_write_produces_the_same_files(tmp_path):
     b = write(tmp_path / "b", {"v": np.arange(5)})
     assert (tmp_path / "a.index").read_bytes() == (tmp_path / "b.index").read_bytes()
     assert read_all(a)["v"].tolist() == read_all(b)["v"].tolist()
-
-
-def traced_peak(action: Callable[[], object]) -> int:
-    """The peak of memory traced by tracemalloc (NumPy buffers included) while `action` runs."""
-    tracemalloc.start()
-    try:
-        action()
-        return tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
 
 
 def test_tracemalloc_sees_numpy_buffers():

@@ -21,7 +21,6 @@ import json
 import os
 import shutil
 import struct
-import tracemalloc
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -32,6 +31,7 @@ import numpy as np
 import pytest
 
 import trackpoint
+from tests._memory import traced
 from trackpoint.cli import main as cli_main
 from trackpoint.errors import (
     CheckpointNotFoundError,
@@ -242,13 +242,10 @@ def memory_bound(input_bytes: int) -> Iterator[None]:
     The peak over the block bounds every single case's peak (numpy registers its
     allocations with tracemalloc, so a tensor allocated from a lying index shows).
     """
-    tracemalloc.start()
-    try:
+    with traced() as peak:
         yield
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
-    assert peak <= 2 * input_bytes + (8 << 20), f"peak {peak} bytes for {input_bytes} of input"
+    limit = 2 * input_bytes + (8 << 20)
+    assert peak.bytes <= limit, f"peak {peak.bytes} bytes for {input_bytes} of input"
 
 
 def test_every_index_bit_flip_is_refused_or_provably_harmless(tmp_path, pristine):
@@ -1042,12 +1039,9 @@ def test_doctored_structure_is_refused_within_budget(tmp_path, hang_guard, name)
         with open(data_file_name(prefix, shard, num_shards), "wb") as f:
             f.write(content)
     input_size = len(attack.index) + sum(map(len, attack.shards))
-    tracemalloc.start()
-    try:
+    with traced() as measured:
         err = attempt(prefix)
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+    peak = measured.bytes
     assert err is not None, "the doctored bundle was read without complaint"
     assert type(err) is attack.error, repr(err)
     assert attack.match in str(err), str(err)
@@ -1283,15 +1277,10 @@ def test_100_mb_state_file_is_refused_without_reading_it(tmp_path):
     with open(path, "wb") as f:
         f.write(b'model_checkpoint_path: "ckpt-1"\n')
         f.truncate(100 * MiB)  # sparse: no disk used
-    tracemalloc.start()
-    try:
-        with pytest.raises(CorruptCheckpointError, match="too large") as info:
-            read_checkpoint_state(tmp_path)
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+    with traced() as peak, pytest.raises(CorruptCheckpointError, match="too large") as info:
+        read_checkpoint_state(tmp_path)
     assert info.value.file == str(path)
-    assert peak < MiB
+    assert peak.bytes < MiB
 
 
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")

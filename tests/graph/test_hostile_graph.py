@@ -10,7 +10,6 @@ from __future__ import annotations
 import ast
 import contextlib
 import faulthandler
-import tracemalloc
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ import numpy as np
 import pytest
 
 import trackpoint
+from tests._memory import traced
 from trackpoint.engine import write_bundle
 from trackpoint.errors import TrackpointError
 from trackpoint.format.protos import trackable_object_graph_pb2 as graph_pb2
@@ -95,15 +95,11 @@ def test_a_million_nodes_restore_in_bounded_memory(tmp_path):
     for i in range(2, count):
         _node(graph, [("next", i + 1)] if i + 1 < count else [])
     prefix = _write(tmp_path / "ckpt", graph)
-    tracemalloc.start()
-    try:
+    with traced() as peak:
         w = _restore(prefix)
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
     np.testing.assert_array_equal(w, np.arange(4, dtype=np.float32))
     # Flat per-node bookkeeping, not a path per node: well under 100 bytes a node.
-    assert peak < 100 * count, peak
+    assert peak.bytes < 100 * count, peak
 
 
 def test_the_library_has_no_pickle_eval_exec_or_glob():
