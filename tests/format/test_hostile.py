@@ -32,6 +32,7 @@ import pytest
 
 import trackpoint
 from tests._memory import traced
+from tests.format.test_bad_input import entry as entry_proto
 from trackpoint.cli import main as cli_main
 from trackpoint.errors import (
     CheckpointNotFoundError,
@@ -624,15 +625,8 @@ def entry(
     crc: int | None = None,
     slices: Sequence[Sequence[tuple[int, int | None]]] = (),
 ) -> bytes:
-    proto = tensor_bundle_pb2.BundleEntryProto()
-    proto.dtype = dtype  # type: ignore[assignment]
-    proto.shape.SetInParent()
-    for dim in shape:
-        proto.shape.dim.add().size = dim
-    proto.shard_id = shard
-    proto.offset = offset
-    proto.size = len(data) if size is None else size
-    proto.crc32c = mask(crc32c(data)) if crc is None else crc
+    """`test_bad_input.entry` (crc right for `data` unless told), with slices, serialized."""
+    proto = entry_proto(dtype, shape, data=data, offset=offset, size=size, shard=shard, crc=crc)
     for extents in slices:
         proto_slice = proto.slices.add()
         for start, length in extents:
