@@ -26,7 +26,6 @@ from .errors import (
     TrackpointWarning,
 )
 from .format import BundleReader, read_checkpoint_state, write_checkpoint_state
-from .format.protos import trackable_object_graph_pb2 as graph_pb2
 from .graph import (
     OBJECT_GRAPH_KEY,
     GraphView,
@@ -35,8 +34,10 @@ from .graph import (
     Module,
     NameBasedLoadStatus,
     Restorer,
+    SavedGraph,
     Trackable,
     Variable,
+    parse_nodes,
     to_trackable,
 )
 from .graph._trackable import check_compatible
@@ -302,9 +303,13 @@ class Checkpoint(Module):
         if OBJECT_GRAPH_KEY not in reader:
             return _restore_by_name(reader, root, prefix)
         raw = bytes(reader.get_tensor(OBJECT_GRAPH_KEY).reshape(-1)[0])
-        graph = graph_pb2.TrackableObjectGraph()
+
+        def own_key(key: str) -> str:
+            # The index's equal string: the restore then holds each key once.
+            return reader.info(key).key if key in reader else key
+
         try:
-            graph.ParseFromString(raw)
+            saved = SavedGraph(parse_nodes(raw), own_key)
         except DecodeError as err:
             raise CorruptCheckpointError(
                 f"the object graph of '{prefix}' does not parse ({err}); the checkpoint is "
@@ -312,12 +317,12 @@ class Checkpoint(Module):
                 file=reader.index_path,
                 key=OBJECT_GRAPH_KEY,
             ) from err
-        del raw  # parsed: no need to hold the bytes through the restore as well
-        if not graph.nodes:
+        del raw  # read: no need to hold the bytes through the restore as well
+        if not len(saved):
             raise CorruptCheckpointError(
                 f"the object graph of '{prefix}' has no nodes", file=reader.index_path
             )
-        restorer = Restorer(reader, graph, root)
+        restorer = Restorer(reader, saved, root)
         restorer.run()
         return LoadStatus(restorer, root, prefix)
 

@@ -49,6 +49,9 @@ _lock = threading.Lock()
 _free: list[bytearray] = []
 #: Buffers kept for reuse; more than the threads of one save or restore are rarely needed.
 _KEEP = 8
+#: The smallest buffer made. Batches of small values vary a little in size; buffers made
+#: to each exact size would each be a byte too small for the next batch and pile up.
+_MIN_BUFFER = 1 << 20
 
 
 @contextlib.contextmanager
@@ -58,7 +61,7 @@ def borrow_buffer(size: int) -> Iterator[memoryview]:
         found = next((i for i, b in enumerate(_free) if len(b) >= size), None)
         buffer = _free.pop(found) if found is not None else None
     if buffer is None:
-        buffer = bytearray(size)
+        buffer = bytearray(max(size, _MIN_BUFFER))
     try:
         yield memoryview(buffer)[:size]
     finally:

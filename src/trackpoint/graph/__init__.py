@@ -11,6 +11,8 @@ from ._module import JSONState as JSONState
 from ._module import Module as Module
 from ._module import PythonState as PythonState
 from ._module import Variable as Variable
+from ._saved import SavedGraph as SavedGraph
+from ._saved import parse_nodes as parse_nodes
 from ._status import InitializationOnlyStatus as InitializationOnlyStatus
 from ._status import LoadStatus as LoadStatus
 from ._status import NameBasedLoadStatus as NameBasedLoadStatus
@@ -34,11 +36,13 @@ __all__ = [
     "NameBasedLoadStatus",
     "PythonState",
     "Restorer",
+    "SavedGraph",
     "Trackable",
     "Value",
     "Variable",
     "display_path",
     "escape_local_name",
+    "parse_nodes",
     "register",
     "register_finder",
     "to_trackable",

@@ -13,8 +13,11 @@ from __future__ import annotations
 
 import warnings
 from array import array
+from bisect import bisect_left
 from collections import deque
 from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from trackpoint.engine import read_into_many
 from trackpoint.errors import NotTrackableError, ShapeMismatchError, TrackpointWarning
@@ -23,20 +26,91 @@ from ._keys import VARIABLE_VALUE, display_path, escape_local_name
 from ._trackable import Trackable, Value, check_compatible, to_trackable
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     from numpy.typing import NDArray
 
     from trackpoint.format import BundleReader, TensorInfo
-    from trackpoint.format.protos import trackable_object_graph_pb2 as graph_pb2
 
-__all__ = ["Restorer"]
+    from ._saved import SavedGraph, SlotRef
+
+__all__ = ["BoundIds", "Restorer"]
 
 
-#: Flat per-node arrays: one machine int per node instead of a tuple or dict entry.
+#: Flat per-node arrays: one 4-byte int per node instead of a tuple or dict entry.
 def _ints(count: int) -> array[int]:
-    return array("l", [-1]) * count
+    return array("i", [-1]) * count
 
 
-SlotRef = tuple[int, int, str, int]  # (optimizer node, variable node, slot name, slot node)
+class _Bound:
+    """Saved node → the live object bound to it: a list slot per node, not a dict entry.
+
+    A dict costs ~60 bytes per bound node (its entry and the int key); a restore of
+    60,000 values binds 60,000 nodes.
+    """
+
+    __slots__ = ("_count", "_objects")
+
+    def __init__(self, count: int) -> None:
+        self._objects: list[object] = [None] * count
+        self._count = 0
+
+    def __contains__(self, node_id: object) -> bool:
+        return (
+            isinstance(node_id, int)
+            and 0 <= node_id < len(self._objects)
+            and self._objects[node_id] is not None
+        )
+
+    def __getitem__(self, node_id: int) -> object:
+        obj = self._objects[node_id]
+        if obj is None:
+            raise KeyError(node_id)
+        return obj
+
+    def __setitem__(self, node_id: int, obj: object) -> None:
+        if self._objects[node_id] is None:
+            self._count += 1
+        self._objects[node_id] = obj
+
+    def __len__(self) -> int:
+        return self._count
+
+    def items(self) -> Iterator[tuple[int, object]]:
+        """(node, object) of every bound node, in node order."""
+        return ((n, obj) for n, obj in enumerate(self._objects) if obj is not None)
+
+
+class BoundIds:
+    """`id(live object)` → the saved node it is bound to, as two sorted flat arrays.
+
+    Built when a status asks (binding never needs it): 12 bytes per bound object instead
+    of a dict entry and two int objects (~90 bytes). Valid while the restorer holds the
+    objects, which keeps their ids unique.
+    """
+
+    __slots__ = ("_ids", "_nodes")
+
+    def __init__(self, bound: Iterator[tuple[int, object]]) -> None:
+        ids, nodes = array("q"), array("i")
+        for node_id, obj in bound:
+            ids.append(id(obj))
+            nodes.append(node_id)
+        # A stable sort by id: of an object bound to several nodes, the lowest node wins.
+        order = np.argsort(np.frombuffer(ids, np.int64), kind="stable")
+        self._ids = array("q", np.frombuffer(ids, np.int64)[order].tobytes())
+        self._nodes = array("i", np.frombuffer(nodes, np.int32)[order].tobytes())
+
+    def get(self, obj: object) -> int | None:
+        """The node `obj` is bound to, or None."""
+        key = id(obj)
+        at = bisect_left(self._ids, key)
+        if at < len(self._ids) and self._ids[at] == key:
+            return self._nodes[at]
+        return None
+
+    def __contains__(self, obj: object) -> bool:
+        return self.get(obj) is not None
 
 
 class Restorer:
@@ -46,42 +120,38 @@ class Restorer:
     created later can still be read from the checkpoint.
     """
 
-    def __init__(
-        self, reader: BundleReader, graph: graph_pb2.TrackableObjectGraph, root: object
-    ) -> None:
+    def __init__(self, reader: BundleReader, graph: SavedGraph, root: object) -> None:
         self.reader = reader
         self.graph = graph
         self.root = root
-        self.bound: dict[int, object] = {}
+        count = len(graph)
+        self.bound = _Bound(count)
+        # Adapter views of bound nodes that can still be needed: parents (their children
+        # are looked up, deferred, replaced) and optimizers (their slots). A leaf value's
+        # view is done with once its values are read, so none is kept per value.
         self.trackables: dict[int, Trackable] = {}
-        self.bound_ids: dict[int, int] = {}  # id(live object) → node
         # Restored values: a flag per node for its VARIABLE_VALUE (nearly every value; a
         # set entry per value would cost 100 bytes each), else (node, name) in a set.
-        self._restored_variable = bytearray(len(graph.nodes))
+        self._restored_variable = bytearray(count)
         self._restored: set[tuple[int, str]] = set()
         self.deferred: set[int] = set()  # nodes waiting for their object to appear
         # The edge each bound node was reached by, for replacements: the parent node and
         # the index of the child reference in its list (-1: none).
-        self._bound_parent = _ints(len(graph.nodes))
-        self._bound_edge = _ints(len(graph.nodes))
+        self._bound_parent = _ints(count)
+        self._bound_edge = _ints(count)
         # Immutable values restored as new objects, not yet put into their parents.
         self._replaced: dict[int, object] = {}
         # (key, live buffer) reads collected by `_bind_from`, done together at its end.
-        self._pending_reads: list[tuple[str, NDArray[Any]]] = []
+        # Two lists, not a tuple per value (56 bytes each for 60,000 values).
+        self._pending_keys: list[str] = []
+        self._pending_outs: list[NDArray[Any]] = []
         # Values to assign after that pass, in binding order (staged ones read in it).
         self._pending_assigns: list[tuple[int, Value, NDArray[Any]]] = []
         self._first_parent, self._first_edge, self._depth = self._saved_tree()
         self._slot_refs: dict[int, list[SlotRef]] = {}
-        for opt_id, node in enumerate(graph.nodes):
-            for ref in node.slot_variables:
-                slot_ref = (
-                    opt_id,
-                    ref.original_variable_node_id,
-                    ref.slot_name,
-                    ref.slot_variable_node_id,
-                )
-                self._slot_refs.setdefault(opt_id, []).append(slot_ref)
-                self._slot_refs.setdefault(ref.original_variable_node_id, []).append(slot_ref)
+        for slot_ref in graph.slot_refs:
+            self._slot_refs.setdefault(slot_ref[0], []).append(slot_ref)
+            self._slot_refs.setdefault(slot_ref[1], []).append(slot_ref)
 
     # -- saved-graph facts ------------------------------------------------------------
 
@@ -91,15 +161,14 @@ class Restorer:
         Kept as flat arrays, paths rebuilt on demand (`path`): a path tuple per node
         would cost more than the rest of the restore's bookkeeping.
         """
-        count = len(self.graph.nodes)
+        count = len(self.graph)
         parent, edge, depth = _ints(count), _ints(count), _ints(count)
         if count:
             depth[0] = 0
         queue = deque([0] if count else [])
         while queue:
             node_id = queue.popleft()
-            for index, child in enumerate(self.graph.nodes[node_id].children):
-                child_id = child.node_id
+            for index, (_, child_id) in enumerate(self.graph.children(node_id)):
                 if 0 <= child_id < count and depth[child_id] < 0:
                     parent[child_id] = node_id
                     edge[child_id] = index
@@ -108,8 +177,7 @@ class Restorer:
         return parent, edge, depth
 
     def _local_name(self, parent_id: int, index: int) -> str:
-        name: str = self.graph.nodes[parent_id].children[index].local_name
-        return name
+        return self.graph.child_name(parent_id, index)
 
     def path(self, node_id: int) -> tuple[str, ...] | None:
         """Saved node `node_id`'s first-discovered path of local names; None for slots."""
@@ -145,10 +213,12 @@ class Restorer:
         return sorted(refs)
 
     def has_values(self, node_id: int) -> bool:
-        node = self.graph.nodes[node_id]
-        if node.HasField("has_checkpoint_values"):
-            return node.has_checkpoint_values.value
-        return bool(node.attributes or node.slot_variables or node.children)
+        """Whether saved node `node_id` or anything below it holds values."""
+        return self.graph.has_values(node_id)
+
+    def bound_ids(self) -> BoundIds:
+        """`id(object)` → node for every object bound now (built on each call)."""
+        return BoundIds(self.bound.items())
 
     # -- binding ------------------------------------------------------------------------
 
@@ -160,18 +230,18 @@ class Restorer:
         queue: deque[int] = deque()
         if self._bind(node_id, obj):
             queue.append(node_id)
+        count = len(self.graph)
         while queue:
             parent_id = queue.popleft()
             parent = self.trackables[parent_id]
-            for index, edge in enumerate(self.graph.nodes[parent_id].children):
-                child_id = edge.node_id
-                if not 0 <= child_id < len(self.graph.nodes) or child_id in self.bound:
+            for index, (local_name, child_id) in enumerate(self.graph.children(parent_id)):
+                if not 0 <= child_id < count or child_id in self.bound:
                     continue
-                live = parent.lookup_child(edge.local_name)
+                live = parent.lookup_child(local_name)
                 if live is None:
                     if self.has_values(child_id) and child_id not in self.deferred:
                         callback = _DeferredBind(self, child_id)
-                        if parent.defer_child(edge.local_name, callback):
+                        if parent.defer_child(local_name, callback):
                             self.deferred.add(child_id)
                             # An immutable object attached later (a JAX pytree) is restored
                             # as a new one, which this parent must then receive.
@@ -194,9 +264,11 @@ class Restorer:
         shapes and dtypes only, and values restored otherwise (new objects, slots created
         from checkpoint values) are read from the bundle on their own.
         """
-        pending, self._pending_reads = self._pending_reads, []
+        keys, outs = self._pending_keys, self._pending_outs
+        self._pending_keys, self._pending_outs = [], []
         assigns, self._pending_assigns = self._pending_assigns, []
-        read_into_many(self.reader, pending)
+        read_into_many(self.reader, zip(keys, outs, strict=True))
+        del keys, outs
         for node_id, value, staged in assigns:
             self._assign(node_id, value, staged)
 
@@ -227,11 +299,13 @@ class Restorer:
                 rebuilt = parent.with_children(siblings)
                 self.bound[parent_id] = rebuilt
                 self.trackables[parent_id] = to_trackable(rebuilt, path=self.display(parent_id))
-                self.bound_ids[id(rebuilt)] = parent_id
                 self._replaced[parent_id] = rebuilt
 
     def _bind(self, node_id: int, obj: object) -> bool:
-        """Bind `node_id` to `obj` and restore its values; False if it was bound already."""
+        """Bind `node_id` to `obj` and restore its values; False if it was bound already.
+
+        True means the caller should bind its children: the node has child edges.
+        """
         if node_id in self.bound:
             if self.bound[node_id] is not obj:
                 warnings.warn(
@@ -248,29 +322,28 @@ class Restorer:
             # slot's a search of all slots), too much to pay for every node bound.
             trackable = to_trackable(obj, path=self.display(node_id))
         self.bound[node_id] = obj
-        self.trackables[node_id] = trackable
-        self.bound_ids.setdefault(id(obj), node_id)
+        parent = self.graph.has_children(node_id)
+        if parent or node_id in self._slot_refs:
+            self.trackables[node_id] = trackable
         self.deferred.discard(node_id)
         self._restore_attributes(node_id, trackable)
         self._restore_slots(node_id)
-        return True
+        return parent
 
     def _restore_attributes(self, node_id: int, trackable: Trackable) -> None:
-        attributes = self.graph.nodes[node_id].attributes
+        attributes = self.graph.attributes(node_id)
         if not attributes:
             return
         values = {escape_local_name(k): v for k, v in trackable.trackable_values().items()}
-        for attribute in attributes:
-            value = values.get(attribute.name)
+        for name, key in attributes:
+            value = values.get(name)
             if value is None:
                 continue  # reported as unused by the status
-            key = attribute.checkpoint_key
             if key not in self.reader:
                 continue  # a multi-tensor legacy value (§7.3): not restorable here
             info = self.reader.info(key)
             if value.shape != info.shape or value.dtype != info.dtype.numpy:
-                self._check_compatible(node_id, attribute.name, trackable, value, info)
-            name = attribute.name
+                self._check_compatible(node_id, name, trackable, value, info)
             if name == VARIABLE_VALUE:
                 self._restored_variable[node_id] = 1
             else:
@@ -284,10 +357,12 @@ class Restorer:
             # into the live memory, or into a staging buffer `assign` then takes.
             buffer = value.restore_buffer()
             if buffer is not None:
-                self._pending_reads.append((info.key, buffer))
+                self._pending_keys.append(info.key)
+                self._pending_outs.append(buffer)
             else:
                 staged = value.staging_buffer()
-                self._pending_reads.append((info.key, staged))
+                self._pending_keys.append(info.key)
+                self._pending_outs.append(staged)
                 self._pending_assigns.append((node_id, value, staged))
 
     def _check_compatible(
@@ -312,7 +387,6 @@ class Restorer:
         if replacement is not None:
             self._replaced[node_id] = replacement
             self.bound[node_id] = replacement
-            self.bound_ids[id(replacement)] = node_id
 
     def _restore_slots(self, node_id: int) -> None:
         for opt_id, var_id, slot_name, slot_id in self._slot_refs.get(node_id, ()):
@@ -331,9 +405,11 @@ class Restorer:
             self._bind_from(slot_id, slot)
 
     def _slot_value_key(self, slot_id: int) -> str | None:
-        for attribute in self.graph.nodes[slot_id].attributes:
-            if attribute.name == VARIABLE_VALUE and attribute.checkpoint_key in self.reader:
-                return attribute.checkpoint_key
+        if not 0 <= slot_id < len(self.graph):
+            return None
+        for name, key in self.graph.attributes(slot_id):
+            if name == VARIABLE_VALUE and key in self.reader:
+                return key
         return None
 
     # -- what is left ---------------------------------------------------------------------
@@ -351,10 +427,10 @@ class Restorer:
     def unused_values(self) -> list[tuple[int, str]]:
         """(node, attribute) pairs of the checkpoint that were not restored."""
         unused = []
-        for node_id, node in enumerate(self.graph.nodes):
-            for attribute in node.attributes:
-                if not self.is_restored(node_id, attribute.name):
-                    unused.append((node_id, attribute.name))
+        for node_id in range(len(self.graph)):
+            for name, _ in self.graph.attributes(node_id):
+                if not self.is_restored(node_id, name):
+                    unused.append((node_id, name))
         return unused
 
 

@@ -105,11 +105,15 @@ class LoadStatus(_StatusBase):
 
     def _unrestored_live(self) -> list[str]:
         restorer = self._restorer
+        bound_ids = restorer.bound_ids()
         missing = []
+        reported: set[int] = set()  # a value reachable by two paths is named once
         for obj, display, names in walk_values(self._root):
-            saved = restorer.bound_ids.get(id(obj))
-            if saved is None or any(not restorer.is_restored(saved, n) for n in names):
-                missing.append(display)
+            saved = bound_ids.get(obj)
+            restored = saved is not None and all(restorer.is_restored(saved, n) for n in names)
+            if not restored and id(obj) not in reported:
+                reported.add(id(obj))
+                missing.append(display())
         return missing
 
     # -- assertions -------------------------------------------------------------------------
@@ -180,7 +184,7 @@ class LoadStatus(_StatusBase):
             MismatchError: nothing in the checkpoint matched the program.
         """
         if len(self._restorer.bound) <= 1:
-            saved = [c.local_name for c in self._restorer.graph.nodes[0].children]
+            saved = [name for name, _ in self._restorer.graph.children(0)]
             raise MismatchError(
                 f"nothing in the checkpoint '{self.prefix}' matched the program: the checkpoint's "
                 f"root has {', '.join(saved) or 'no children'}; build the Checkpoint with the "
@@ -204,9 +208,9 @@ class LoadStatus(_StatusBase):
         live_by_parent = self._unbound_live_children()
         for parent_id, live_children in live_by_parent.items():
             saved_children = [
-                (edge.local_name, edge.node_id)
-                for edge in graph.nodes[parent_id].children
-                if edge.node_id not in restorer.bound and restorer.has_values(edge.node_id)
+                (name, child_id)
+                for name, child_id in graph.children(parent_id)
+                if self._unbound_with_values(child_id)
             ]
             saved_names = [name for name, _ in saved_children]
             for live_name, live_shapes in live_children.items():
@@ -222,9 +226,7 @@ class LoadStatus(_StatusBase):
                     )
                     saved_names.remove(match)
         root_saved = {
-            edge.local_name
-            for edge in graph.nodes[0].children
-            if edge.node_id not in restorer.bound and restorer.has_values(edge.node_id)
+            name for name, child_id in graph.children(0) if self._unbound_with_values(child_id)
         }
         for name in sorted(root_saved):
             if _looks_like_optimizer(name) and name not in live_by_parent.get(0, {}):
@@ -233,7 +235,7 @@ class LoadStatus(_StatusBase):
                     f"Checkpoint has no {name!r}: pass Checkpoint(model=model, {name}=optimizer)"
                 )
         if live_side:
-            saved_root = {edge.local_name for edge in graph.nodes[0].children}
+            saved_root = {name for name, _ in graph.children(0)}
             for name in sorted(live_by_parent.get(0, {})):
                 if _looks_like_optimizer(name) and name not in saved_root:
                     hints.append(
@@ -246,10 +248,11 @@ class LoadStatus(_StatusBase):
     def _unbound_live_children(self) -> dict[int, dict[str, list[tuple[int, ...]]]]:
         """For each bound saved node: its live children that matched nothing, with shapes."""
         restorer = self._restorer
+        bound_ids = restorer.bound_ids()
         out: dict[int, dict[str, list[tuple[int, ...]]]] = {}
         for node_id, trackable in restorer.trackables.items():
             for name, child in trackable.trackable_children().items():
-                if id(child) in restorer.bound_ids:
+                if child in bound_ids:
                     continue
                 try:
                     shapes = [
@@ -268,15 +271,23 @@ class LoadStatus(_StatusBase):
         seen = {node_id}
         stack = [node_id]
         while stack:
-            node = graph.nodes[stack.pop()]
-            for attribute in node.attributes:
-                if attribute.checkpoint_key in restorer.reader:
-                    shapes.append(restorer.reader.info(attribute.checkpoint_key).shape)
-            for edge in node.children:
-                if edge.node_id not in seen and 0 <= edge.node_id < len(graph.nodes):
-                    seen.add(edge.node_id)
-                    stack.append(edge.node_id)
+            current = stack.pop()
+            for _, key in graph.attributes(current):
+                if key in restorer.reader:
+                    shapes.append(restorer.reader.info(key).shape)
+            for _, child_id in graph.children(current):
+                if child_id not in seen and 0 <= child_id < len(graph):
+                    seen.add(child_id)
+                    stack.append(child_id)
         return shapes
+
+    def _unbound_with_values(self, node_id: int) -> bool:
+        restorer = self._restorer
+        return (
+            0 <= node_id < len(restorer.graph)
+            and node_id not in restorer.bound
+            and restorer.has_values(node_id)
+        )
 
 
 class NameBasedLoadStatus(_StatusBase):

@@ -8,8 +8,10 @@ each optimizer node in node order, for each slot name, for each variable in node
 
 from __future__ import annotations
 
+from array import array
 from collections import deque
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING
 
 from trackpoint.errors import NotTrackableError
@@ -19,7 +21,7 @@ from ._keys import attribute_key, display_path, escape_local_name, object_path, 
 from ._trackable import Trackable, Value, to_trackable
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Sequence
+    from collections.abc import Callable, Iterator, Sequence
 
 __all__ = ["GraphView", "SavedValue", "ViewNode", "walk", "walk_values"]
 
@@ -73,48 +75,82 @@ def walk(root: object) -> Iterator[object]:
                 queue.append(child)
 
 
-def walk_values(root: object) -> Iterator[tuple[object, str, list[str]]]:
+def walk_values(root: object) -> Iterator[tuple[object, Callable[[], str], list[str]]]:
     """Each object reachable from `root` that holds values: (object, display, value names).
 
     The objects `GraphView` would save (children breadth-first, then slot variables),
     without keeping a node per object: for questions about every live value (which were
-    not restored) that must not cost a second copy of the graph's bookkeeping. Names are
-    escaped as in the saved graph's attributes.
+    not restored) that must not cost a second copy of the graph's bookkeeping. `display`
+    makes the object's name when called (only the few a message names need one). Names
+    are escaped as in the saved graph's attributes. A value reachable by two paths may be
+    yielded twice; objects with children are expanded once.
     """
-    seen = {id(root)}
-    # Keeps the ids unique, and the slot variables are looked up among these; the adapter
-    # views are kept for optimizers only (one per object would double the walk's memory).
-    visited: list[tuple[object, tuple[str, ...]]] = []
-    optimizers: list[tuple[Trackable, tuple[str, ...]]] = []
-    queue: deque[tuple[object, tuple[str, ...]]] = deque([(root, ())])
-    while queue:
-        obj, names = queue.popleft()
+    # Per object seen: the object (keeps ids unique), its parent's index and its name
+    # under it — 20 bytes, not a tuple of names; only containers go into `expanded`.
+    objects: list[object] = [root]
+    parents = array("i", [-1])
+    local_names: list[str] = [""]
+    expanded: set[int] = set()
+    optimizers: list[tuple[Trackable, int]] = []
+
+    def names_of(index: int) -> tuple[str, ...]:
+        names: list[str] = []
+        while index > 0:
+            names.append(local_names[index])
+            index = parents[index]
+        return tuple(reversed(names))
+
+    at = 0
+    while at < len(objects):
+        obj, index = objects[at], at
+        at += 1
         try:
             trackable = to_trackable(obj)
         except NotTrackableError:
-            trackable = to_trackable(obj, path=display_path(names))  # raises, naming it
-        visited.append((obj, names))
+            # Raises again, naming the object's path.
+            trackable = to_trackable(obj, path=display_path(names_of(index)))
         if trackable.slot_names():
-            optimizers.append((trackable, names))
+            optimizers.append((trackable, index))
         values = trackable.trackable_values()
         if values:
-            yield obj, display_path(names), [escape_local_name(n) for n in values]
-        for name, child in trackable.trackable_children().items():
-            if id(child) not in seen:
-                seen.add(id(child))
-                queue.append((child, (*names, name)))
-    for optimizer, opt_names in optimizers:
-        for slot_name in optimizer.slot_names():
-            for variable, var_names in visited:
-                slot = optimizer.get_slot(variable, slot_name)
-                if slot is None or id(slot) in seen:
+            yield (
+                obj,
+                partial(_display_of, names_of, index),
+                [escape_local_name(n) for n in values],
+            )
+        children = trackable.trackable_children()
+        if children and id(obj) not in expanded:
+            expanded.add(id(obj))
+            for name, child in children.items():
+                if id(child) in expanded:
                     continue
-                seen.add(id(slot))
+                objects.append(child)
+                parents.append(index)
+                local_names.append(name)
+    found: set[int] = set()
+    for optimizer, opt_index in optimizers:
+        opt_path = object_path(names_of(opt_index))
+        for slot_name in optimizer.slot_names():
+            for var_index, variable in enumerate(objects):
+                slot = optimizer.get_slot(variable, slot_name)
+                if slot is None or id(slot) in found:
+                    continue
+                found.add(id(slot))
                 values = to_trackable(slot).trackable_values()
                 if values:
-                    key = slot_key(object_path(var_names), object_path(opt_names), slot_name)
-                    where = key[: -len("/.ATTRIBUTES/VARIABLE_VALUE")]  # as GraphView names it
+                    where = partial(_slot_display, names_of, var_index, opt_path, slot_name)
                     yield slot, where, [escape_local_name(n) for n in values]
+
+
+def _display_of(names_of: Callable[[int], tuple[str, ...]], index: int) -> str:
+    return display_path(names_of(index))
+
+
+def _slot_display(
+    names_of: Callable[[int], tuple[str, ...]], var_index: int, opt_path: str, slot_name: str
+) -> str:
+    key = slot_key(object_path(names_of(var_index)), opt_path, slot_name)
+    return key[: -len("/.ATTRIBUTES/VARIABLE_VALUE")]  # as GraphView names it
 
 
 class GraphView:
