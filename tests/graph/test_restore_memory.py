@@ -1,7 +1,7 @@
 """A restore's bookkeeping: flat per-node arrays, a graph parsed node by node, few bytes a value.
 
 Issue 5's target: a restore into existing tensors adds at most 5% of the state (plus a
-fixed few MiB) to peak memory. For 20,000–60,000 tensors of ~10 KiB that leaves ~500
+fixed few MiB) to peak memory. For 20,000 to 60,000 tensors of ~10 KiB that leaves ~500
 bytes a tensor for everything a restore keeps: the index, the saved graph, the bindings,
 the read requests and the status's walk of the live objects.
 """
