@@ -1022,15 +1022,26 @@ def check_targets(
     restore = rate("trackpoint", "restore")
     ratio_check("restore ≥ 5x TF", restore, rate("tf", "restore"), 5.0)
     ratio_check("restore ≥ 60% memcpy", restore, rate("machine", "memcpy"), 0.6)
-    blocks, sync, memcpy = m("trackpoint", "async"), m("trackpoint", "save"), m("machine", "memcpy")
-    if blocks is None or sync is None or memcpy is None:
-        out.append(("async save blocks ≤ 20% sync save and ≤ 1.5x memcpy", None, "not measured"))
+    blocks, memcpy = m("trackpoint", "async"), m("machine", "memcpy")
+    # The sync save a user gets by default is durable (fsync, then commit); the one to the
+    # page cache (durable=False) is the faster, stricter yardstick. Both are reported.
+    for label, sync in (
+        ("the default (durable) sync save", m("trackpoint", "durable")),
+        ("the page-cache sync save", m("trackpoint", "save")),
+    ):
+        target = f"async save blocks ≤ 20% of {label}"
+        if blocks is None or sync is None:
+            out.append((target, None, "not measured"))
+        else:
+            out.append((target, blocks <= 0.2 * sync, f"{blocks:.3f} s = {blocks / sync:.0%}"))
+    if blocks is None or memcpy is None:
+        out.append(("async save blocks ≤ 1.5x memcpy", None, "not measured"))
     else:
         out.append(
             (
-                "async save blocks ≤ 20% sync save and ≤ 1.5x memcpy",
-                blocks <= 0.2 * sync and blocks <= 1.5 * memcpy,
-                f"{blocks:.3f} s = {blocks / sync:.0%} of sync save, {blocks / memcpy:.2f}x memcpy",
+                "async save blocks ≤ 1.5x memcpy",
+                blocks <= 1.5 * memcpy,
+                f"{blocks:.3f} s = {blocks / memcpy:.2f}x memcpy",
             )
         )
     if case.kind == "small":
