@@ -50,7 +50,7 @@ def _timed_copy_all() -> tuple[list[float], object]:
         real(pairs)
         seconds.append(time.perf_counter() - t0)
 
-    _snapshot._copy_all = copy_all  # type: ignore[assignment]
+    _snapshot._copy_all = copy_all
     return seconds, real
 
 

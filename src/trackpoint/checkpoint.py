@@ -9,6 +9,7 @@ structure and return a status object (TF format doc §1.2, §7).
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import warnings
 from dataclasses import dataclass
@@ -38,20 +39,20 @@ from .graph import (
     Trackable,
     Variable,
     parse_nodes,
+    save_graph,
     to_trackable,
 )
 from .graph._trackable import check_compatible
 from .reader import resolve_prefix
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping, Sequence
+    from collections.abc import Callable, Iterable, Mapping
     from types import TracebackType
 
     from numpy.typing import NDArray
 
     from ._typing import PathLike
     from .graph import Value
-    from .graph._view import SavedValue
 
 __all__ = ["Checkpoint", "CheckpointOptions", "load_weights", "save_weights"]
 
@@ -182,14 +183,24 @@ class Checkpoint(Module):
         if options.enable_async:
             self._write_async(prefix, options)
             return prefix
-        saved, graph_bytes = self._saved_values()
-        _write_items(prefix, [(s.key, s.value.read()) for s in saved], graph_bytes, options)
-        return prefix
+        keys: list[str] = []
+        arrays: list[NDArray[Any]] = []
 
-    def _saved_values(self) -> tuple[list[SavedValue], bytes]:
-        """The values to save now, and the serialized object graph naming them."""
-        view = GraphView(self._graph_root())
-        return view.saved_values(), view.to_proto().SerializeToString()
+        def read(key: str, value: Value) -> None:
+            # Read as the walk meets it: nothing per value outlives the walk but its key
+            # and its host array (a save of many small tensors holds these to its end).
+            keys.append(key)
+            arrays.append(value.read())
+
+        _write_items(
+            prefix,
+            zip(keys, arrays, strict=True),  # filled by the walk just below
+            # No local holds the graph's bytes: once the bundle has encoded them, that
+            # copy is the only one kept while the data is written.
+            save_graph(self._graph_root(), read),
+            options,
+        )
+        return prefix
 
     def _write_async(
         self,
@@ -212,9 +223,11 @@ class Checkpoint(Module):
         saver = self._async_saver
         if saver is None:
             saver = self._async_saver = AsyncSaver()
-        saved, graph_bytes = self._saved_values()
+        saved: list[tuple[str, Value]] = []
+        graph_bytes = save_graph(self._graph_root(), lambda key, value: saved.append((key, value)))
         # One value read at a time: a GPU tensor's host copy is dropped once snapshotted.
-        snapshot = saver.snapshot((s.key, s.value.read()) for s in saved)
+        snapshot = saver.snapshot((key, value.read()) for key, value in saved)
+        saved.clear()  # the values' wrappers: not needed while the write runs
         saver.submit(
             prefix,
             # Looked up when the thread runs, so the write path stays the one sync saves use.
@@ -391,7 +404,7 @@ def load_weights(model: object, file_prefix: PathLike) -> LoadStatus | NameBased
 
 def _write_items(
     prefix: str,
-    items: Sequence[tuple[str, NDArray[Any]]],
+    items: Iterable[tuple[str, NDArray[Any]]],
     graph_bytes: bytes,
     options: CheckpointOptions,
 ) -> None:
@@ -402,9 +415,13 @@ def _write_items(
     """
     graph_value = np.empty((), dtype=object)
     graph_value[()] = graph_bytes
+    # Chained, not copied into a list of pairs (an object per value); the graph's bytes
+    # are let go with the chain once write_bundle has encoded them.
+    items = itertools.chain(items, [(OBJECT_GRAPH_KEY, graph_value)])
+    del graph_value, graph_bytes
     write_bundle(
         prefix,
-        [*items, (OBJECT_GRAPH_KEY, graph_value)],
+        items,
         num_shards=options.num_shards,
         threads=options.threads,
         durable=options.durable,

@@ -144,10 +144,27 @@ def test_multi_shard_save_reads_back(tmp_path):
     assert_reads_back(tmp_path / "ckpt", items)
 
 
-def test_save_refuses_duplicate_keys_before_writing(tmp_path):
-    with pytest.raises(InvalidValueError, match="added twice"):
-        write_bundle(tmp_path / "ckpt", [("a", np.ones(2)), ("a", np.ones(2))])
+@pytest.mark.parametrize("second", ["a", b"a"], ids=["str", "bytes"])
+def test_save_refuses_duplicate_keys_before_writing(tmp_path, second):
+    with pytest.raises(InvalidValueError, match="'a' was added twice"):
+        write_bundle(
+            tmp_path / "ckpt", [("a", np.ones(2)), ("b", np.ones(1)), (second, np.ones(2))]
+        )
     assert files(tmp_path) == []
+
+
+def test_keys_given_as_str_or_bytes_from_an_iterator_sort_as_utf8(tmp_path):
+    items: list[tuple[str | bytes, np.ndarray]] = [
+        ("z", np.ones(1)),
+        ("é", np.ones(2)),
+        (b"\xe2\x82\xac", np.ones(3)),
+        ("a", np.ones(4)),
+    ]
+    write_bundle(tmp_path / "ckpt", iter(items), last_key="é")
+    reader = BundleReader(tmp_path / "ckpt")
+    # The index's bytewise order: "é" is c3 a9, "€" is e2 82 ac.
+    assert list(reader.keys()) == ["a", "z", "é", "€"]
+    np.testing.assert_array_equal(reader.get_tensor("€"), np.ones(3))
 
 
 def test_failed_write_leaves_no_file(tmp_path, monkeypatch):

@@ -11,13 +11,18 @@ from __future__ import annotations
 
 import heapq
 import os
+from array import array
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from trackpoint.errors import InvalidValueError
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
+
+    from numpy.typing import NDArray
 
 __all__ = [
     "BATCH_BYTES",
@@ -56,19 +61,54 @@ class WriteItem:
     offset: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)
 class SavePlan:
-    """Where every value goes.
+    """Where every value goes, in arrays of a few bytes per value.
+
+    A save of many small tensors holds its plan from start to end, so the plan is
+    columns rather than an object per value (`shards` makes those, for inspection).
 
     Attributes:
         num_shards: How many data files.
-        shards: Each shard's items, in file order.
+        order: Every value's index, shard by shard, each shard in file order.
+        bounds: Shard `s` holds the values `order[bounds[s]:bounds[s + 1]]`.
+        sizes: Each value's size in bytes, by value index.
+        shard_of: Each value's shard, by value index.
+        offsets: Where each value starts in its shard, by value index.
         shard_sizes: Each shard's total size in bytes.
     """
 
     num_shards: int
-    shards: tuple[tuple[WriteItem, ...], ...]
+    order: NDArray[np.int64]
+    bounds: tuple[int, ...]
+    sizes: NDArray[np.int64]
+    shard_of: NDArray[np.int32]
+    offsets: NDArray[np.int64]
     shard_sizes: tuple[int, ...]
+
+    @property
+    def shards(self) -> tuple[tuple[WriteItem, ...], ...]:
+        """Each shard's items, in file order (an object per value: for tests and tools)."""
+        return tuple(
+            tuple(
+                WriteItem(index, int(self.sizes[index]), shard, int(self.offsets[index]))
+                for index in self.order[self.bounds[shard] : self.bounds[shard + 1]].tolist()
+            )
+            for shard in range(self.num_shards)
+        )
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, SavePlan):
+            return NotImplemented
+        return (
+            self.num_shards == other.num_shards
+            and self.bounds == other.bounds
+            and self.shard_sizes == other.shard_sizes
+            and np.array_equal(self.order, other.order)
+            and np.array_equal(self.sizes, other.sizes)
+            and np.array_equal(self.shard_of, other.shard_of)
+            and np.array_equal(self.offsets, other.offsets)
+        )
 
 
 def default_threads() -> int:
@@ -96,7 +136,9 @@ def default_num_shards(total_bytes: int, threads: int) -> int:
     return max(1, min(threads, wanted))
 
 
-def plan_save(sizes: Sequence[int], num_shards: int, *, last: int | None = None) -> SavePlan:
+def plan_save(
+    sizes: Sequence[int] | NDArray[np.integer[Any]], num_shards: int, *, last: int | None = None
+) -> SavePlan:
     """Assign values of the given byte sizes to `num_shards` shards, size-balanced.
 
     Deterministic: the same sizes give the same plan.
@@ -121,52 +163,78 @@ def plan_save(sizes: Sequence[int], num_shards: int, *, last: int | None = None)
     """
     if num_shards < 1:
         raise InvalidValueError(f"num_shards must be at least 1, not {num_shards}")
-    if last is not None and not 0 <= last < len(sizes):
+    sizes_array = np.ascontiguousarray(sizes, dtype=np.int64)
+    count = len(sizes_array)
+    if last is not None and not 0 <= last < count:
         raise InvalidValueError(f"last={last} is not the index of a value")
-    # Planning units: a large value alone, or a run of small neighbours.
-    units: list[list[int]] = []
-    run: list[int] = []
+    units, unit_count = _planning_units(sizes_array, last)
+    placed = units >= 0  # every value but `last`
+    # Which shard each unit goes into.
+    if num_shards == 1:
+        unit_shards = np.zeros(unit_count, dtype=np.int64)
+    else:
+        unit_bytes = np.zeros(unit_count, dtype=np.int64)
+        np.add.at(unit_bytes, units[placed], sizes_array[placed])
+        # Largest first into the emptiest shard (ties: the lower shard, the earlier unit).
+        unit_shards = np.empty(unit_count, dtype=np.int64)
+        heap = [(0, shard) for shard in range(num_shards)]
+        for unit in np.lexsort((np.arange(unit_count), -unit_bytes)).tolist():
+            filled, shard = heapq.heappop(heap)
+            unit_shards[unit] = shard
+            heapq.heappush(heap, (filled + int(unit_bytes[unit]), shard))
+    shard_of = np.full(count, num_shards - 1, dtype=np.int32)  # `last`: the last shard
+    shard_of[placed] = unit_shards[units[placed]]
+    # Inside a file the caller's order, which is the units' order too (a unit is a run of
+    # neighbours); the last value sorts after everything, at the end of the last shard.
+    sort_key = shard_of.copy()
+    if last is not None:
+        sort_key[last] = num_shards
+    order = np.argsort(sort_key, kind="stable")
+    del sort_key
+    bounds = np.searchsorted(shard_of[order], np.arange(num_shards + 1))
+    # Offsets: the bytes before each value in the file order, less those of earlier shards.
+    in_order = sizes_array[order]
+    before = np.zeros(count + 1, dtype=np.int64)
+    np.cumsum(in_order, out=before[1:])
+    shard_starts = before[bounds]
+    offsets = np.empty(count, dtype=np.int64)
+    offsets[order] = before[:-1] - np.repeat(shard_starts[:-1], np.diff(bounds))
+    return SavePlan(
+        num_shards,
+        order,
+        tuple(bounds.tolist()),
+        sizes_array,
+        shard_of,
+        offsets,
+        tuple(np.diff(shard_starts).tolist()),
+    )
+
+
+def _planning_units(sizes: NDArray[np.int64], last: int | None) -> tuple[NDArray[np.int32], int]:
+    """Each value's planning unit (-1 for `last`), and how many units there are.
+
+    A unit is a large value alone, or a run of small neighbours up to `BATCH_BYTES`
+    (the run holds neighbours only: the caller's order stays intact). Units are numbered
+    in the order of their first value.
+    """
+    units = array("i")
+    count = 0
+    run: int | None = None  # the open run of small values, if any
     run_bytes = 0
-    for index, size in enumerate(sizes):
+    for index, size in enumerate(sizes.data):  # plain ints, one at a time
         if index == last:
+            units.append(-1)
             continue
         if size >= SMALL_VALUE_BYTES:
-            if run:  # a run holds neighbours only: the caller's order stays intact
-                units.append(run)
-                run, run_bytes = [], 0
-            units.append([index])
+            run = None
+            units.append(count)
+            count += 1
             continue
-        run.append(index)
+        if run is None:
+            run, run_bytes = count, 0
+            count += 1
+        units.append(run)
         run_bytes += size
         if run_bytes >= BATCH_BYTES:
-            units.append(run)
-            run, run_bytes = [], 0
-    if run:
-        units.append(run)
-    members: list[list[list[int]]] = [[] for _ in range(num_shards)]
-    if num_shards == 1:
-        members[0] = units
-    else:
-        unit_bytes = [sum(sizes[i] for i in unit) for unit in units]
-        # Largest first into the emptiest shard (ties: the lower shard, the earlier unit).
-        heap = [(0, shard) for shard in range(num_shards)]
-        for u in sorted(range(len(units)), key=lambda u: (-unit_bytes[u], u)):
-            filled, shard = heapq.heappop(heap)
-            members[shard].append(units[u])
-            heapq.heappush(heap, (filled + unit_bytes[u], shard))
-        for shard_units in members:
-            shard_units.sort(key=lambda unit: unit[0])  # the caller's order inside a file
-    if last is not None:
-        members[-1].append([last])
-    shards: list[tuple[WriteItem, ...]] = []
-    shard_sizes: list[int] = []
-    for shard, shard_units in enumerate(members):
-        offset = 0
-        placed = []
-        for unit in shard_units:
-            for index in unit:
-                placed.append(WriteItem(index, int(sizes[index]), shard, offset))
-                offset += int(sizes[index])
-        shards.append(tuple(placed))
-        shard_sizes.append(offset)
-    return SavePlan(num_shards, tuple(shards), tuple(shard_sizes))
+            run = None
+    return np.frombuffer(units, dtype=np.int32), count

@@ -1,12 +1,17 @@
 """Parallel shard writers: values stream from their own buffers into preallocated files.
 
-`write_bundle` is the whole sync save of one TensorBundle: encode each value (a flat view
-of its own buffer, no copy), plan the shards (`plan_save`), then a few threads write the
-planned byte ranges with `os.pwrite`: a large value in pieces straight from its buffer,
-runs of small values gathered into one reusable buffer and written at once. Each thread
-computes crc32c on the bytes it writes, in C with the GIL released. The index is written
-last, and every file goes in place by rename (temp names until then), so a bundle whose
+`write_bundle` is the whole sync save of one TensorBundle: check each key and prepare each
+value (the array itself, read from its own buffer: no copy), plan the shards
+(`plan_save`), then a few threads write the planned byte ranges with `os.pwrite`: a large
+value in pieces straight from its buffer, runs of small values gathered into one reusable
+buffer and written at once. Each thread computes crc32c on the bytes it writes, in C with
+the GIL released. The index is written last, its entries streamed into the table in key
+order, and every file goes in place by rename (temp names until then), so a bundle whose
 `.index` exists is complete.
+
+A save of many small tensors holds its bookkeeping for every tensor from start to end,
+so it is kept to a few dozen bytes per tensor: the caller's keys and arrays as they are,
+and the plan, checksums and key order in arrays.
 
 Takes host arrays; knows nothing of objects or frameworks. Safe to call from any thread.
 """
@@ -14,13 +19,16 @@ Takes host arrays; knows nothing of objects or frameworks. Safe to call from any
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import io
+import itertools
 import os
 import secrets
+from array import array
 from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
+
+import numpy as np
 
 from trackpoint import storage
 from trackpoint.errors import InsufficientSpaceError, InvalidValueError
@@ -29,13 +37,15 @@ from trackpoint.format import (
     check_key,
     crc32c,
     data_file_name,
-    encode_value,
-    entry_proto,
     existing_files,
     index_file_name,
+    prepare_value,
+    prepared_bytes,
+    prepared_entry,
+    prepared_size,
     roll_forward,
     staging_prefix,
-    write_index,
+    write_sorted_index,
 )
 
 from ._buffers import borrow_buffer, run_jobs
@@ -43,20 +53,18 @@ from ._plan import (
     BATCH_BYTES,
     SMALL_VALUE_BYTES,
     SavePlan,
-    WriteItem,
     default_num_shards,
     default_threads,
     plan_save,
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Callable, Iterable, Iterator, Sequence
 
     from numpy.typing import ArrayLike
 
     from trackpoint._typing import PathLike
-    from trackpoint.format import EncodedValue
-    from trackpoint.format.protos import tensor_bundle_pb2 as bundle_pb2
+    from trackpoint.format import PreparedValue
 
 __all__ = ["write_bundle"]
 
@@ -68,17 +76,21 @@ _T = TypeVar("_T")
 
 @dataclass(slots=True)
 class _Task:
-    """One unit of work for a writer thread: a contiguous byte range of one shard."""
+    """One unit of work for a writer thread: a contiguous byte range of one shard.
+
+    Its values are `plan.order[start:stop]`, laid out from `offset` of the file `fd`.
+    """
 
     fd: int
     offset: int
-    items: list[WriteItem]
+    start: int
+    stop: int
     size: int
 
 
 def write_bundle(
     prefix: PathLike,
-    items: Sequence[tuple[str | bytes, ArrayLike]],
+    items: Iterable[tuple[str | bytes, ArrayLike]],
     *,
     num_shards: int | None = None,
     threads: int | None = None,
@@ -92,9 +104,10 @@ def write_bundle(
 
     Args:
         prefix: The checkpoint prefix.
-        items: (key, value) pairs; values are arrays as `BundleWriter.add` takes them
-            (strings: object/'S'/'U' arrays). With one shard the data file holds them in
-            this order, byte for byte what `BundleWriter` writes.
+        items: (key, value) pairs, read once (an iterator will do: no list of pairs need
+            exist); values are arrays as `BundleWriter.add` takes them (strings:
+            object/'S'/'U' arrays). With one shard the data file holds them in this
+            order, byte for byte what `BundleWriter` writes.
         num_shards: How many data files (None: by size, see `default_num_shards`).
         threads: How many writer threads (None: the cores available, up to 8).
         durable: fsync every file, then the folder after the renames.
@@ -120,26 +133,21 @@ def write_bundle(
     threads = default_threads() if threads is None else threads
     if threads < 1:
         raise InvalidValueError(f"threads must be at least 1, not {threads}")
-    keys: list[bytes] = []
-    seen: set[bytes] = set()
-    encoded: list[EncodedValue] = []
-    for key, value in items:
-        raw = check_key(key)
-        if raw in seen:
-            raise InvalidValueError(f"key {raw.decode('utf-8', 'replace')!r} was added twice")
-        seen.add(raw)
-        keys.append(raw)
-        encoded.append(encode_value(value))
+    keys, values = _prepare(items)
+    key_order = _key_order(keys)
     last = None
     if last_key is not None:
-        raw_last = check_key(last_key)
-        last = next((i for i, k in enumerate(keys) if k == raw_last), None)
+        wanted = check_key(last_key)
+        # Searched from the end: callers put it last.
+        last = next((i for i in reversed(range(len(keys))) if _raw(keys[i]) == wanted), None)
         if last is None:
             raise InvalidValueError(f"last_key {last_key!r} is not one of the items")
-    sizes = [len(e.data) for e in encoded]
+    sizes = np.fromiter(map(prepared_size, values), dtype=np.int64, count=len(values))
+    total = int(sizes.sum())
     if num_shards is None:
-        num_shards = default_num_shards(sum(sizes), threads)
+        num_shards = default_num_shards(total, threads)
     plan = plan_save(sizes, num_shards, last=last)
+    del sizes
 
     token = secrets.token_hex(8)
     folder = os.path.dirname(prefix)
@@ -148,8 +156,8 @@ def write_bundle(
         store.makedirs(folder or ".")
     except OSError as err:
         raise storage.save_error(err, "creating the folder", folder or ".") from None
-    _check_space(store, folder or ".", sum(sizes), len(keys))
-    job = _Bundle(store, encoded, keys, plan, num_shards, threads, durable, token)
+    _check_space(store, folder or ".", total, len(keys))
+    job = _Bundle(store, values, keys, key_order, plan, num_shards, threads, durable, token)
     # A prefix that has files already is replaced through a staged copy (format._commit):
     # renaming new files over old ones one by one would pair an old index with new data.
     try:
@@ -175,19 +183,63 @@ def write_bundle(
     return prefix
 
 
+def _prepare(
+    items: Iterable[tuple[str | bytes, ArrayLike]],
+) -> tuple[list[str | bytes], list[PreparedValue]]:
+    """Check each key and prepare each value; keep nothing of an item but these two.
+
+    The caller's keys and arrays themselves: no copy, and no object per value. A value
+    that had to be encoded (a string: the object graph) is held only as its encoding
+    once the items are consumed.
+    """
+    keys: list[str | bytes] = []
+    values: list[PreparedValue] = []
+    for key, value in items:
+        raw = check_key(key)  # refuses reserved and unencodable keys before any I/O
+        keys.append(key if isinstance(key, str) else raw)
+        values.append(prepare_value(value))
+    return _one_kind(keys), values
+
+
+def _one_kind(keys: list[str | bytes]) -> list[str | bytes]:
+    """`keys` all str or all bytes, so that they sort together.
+
+    str keys sort as their UTF-8 bytes do (UTF-8 keeps code point order), so the index's
+    byte order needs no bytes copy of each key; only a mix is turned into bytes.
+    """
+    if len({type(key) for key in keys}) <= 1:
+        return keys
+    return [_raw(key) for key in keys]
+
+
+def _raw(key: str | bytes) -> bytes:
+    """A key as the index stores it (already checked by `check_key`)."""
+    return key.encode("utf-8") if isinstance(key, str) else key
+
+
+def _key_order(keys: list[str | bytes]) -> array[int]:
+    """The indices of `keys` in the index's (bytewise) order; refuses a key given twice."""
+    order = sorted(range(len(keys)), key=keys.__getitem__)
+    for before, after in itertools.pairwise(order):
+        if keys[before] == keys[after]:
+            raw = check_key(keys[after])
+            raise InvalidValueError(f"key {raw.decode('utf-8', 'replace')!r} was added twice")
+    return array("q", order)
+
+
 @dataclass(slots=True)
 class _Bundle:
-    """One bundle's write: the encoded values, their plan, and where the files go."""
+    """One bundle's write: the values, their keys and plan, and where the files go."""
 
     store: storage.Storage
-    encoded: list[EncodedValue]
-    keys: list[bytes]
+    values: list[PreparedValue]
+    keys: list[str | bytes]
+    key_order: array[int]
     plan: SavePlan
     num_shards: int
     threads: int
     durable: bool
     token: str
-    _crcs: list[int] = dataclasses.field(default_factory=list)
 
     def write(self, prefix: str) -> None:
         """Write every file of the bundle at `prefix`, by the commit protocol.
@@ -202,7 +254,8 @@ class _Bundle:
         temps = [f"{final}{TEMP_MARK}{self.token}" for final in finals]
         created: list[str] = []  # every path this call made, to remove on failure
         fds: dict[int, int] = {}
-        crcs = self._crcs = [0] * len(self.encoded)
+        # Each value's crc32c, as its writer thread computed it (4 bytes per value).
+        crcs = array("I", [0]) * len(self.values)
         try:
             for shard, temp in enumerate(temps):
                 fds[shard] = _do(store.create, "creating", finals[shard], temp)
@@ -214,10 +267,11 @@ class _Bundle:
                     fds[shard],
                     self.plan.shard_sizes[shard],
                 )
-            tasks = _tasks(self.plan.shards, [fds[s] for s in range(self.num_shards)])
+            tasks = _tasks(self.plan, [fds[s] for s in range(self.num_shards)])
             paths = {fds[s]: finals[s] for s in fds}
             run_jobs(
-                [_writer(store, task, self.encoded, crcs, paths) for task in tasks], self.threads
+                [_writer(store, task, self.plan, self.values, crcs, paths) for task in tasks],
+                self.threads,
             )
             if self.durable:
                 run_jobs(
@@ -230,7 +284,7 @@ class _Bundle:
             for temp, final in zip(temps, finals, strict=True):
                 _do(store.replace, "renaming", final, temp, final)
                 created.append(final)
-            index = self._index_bytes()
+            index = self._index_bytes(crcs)
             index_final = index_file_name(prefix)
             # Removed first if anything fails, even the folder's fsync after its rename: a
             # failed save must leave no index (an index marks a complete checkpoint).
@@ -248,18 +302,18 @@ class _Bundle:
                     store.unlink(path)
             raise
 
-    def _index_bytes(self) -> bytes:
-        entries: dict[bytes, bundle_pb2.BundleEntryProto | bytes] = {}
-        for shard_items in self.plan.shards:
-            for item in shard_items:
-                done = self.encoded[item.index]
-                crc = self._crcs[item.index] if done.crc is None else done.crc
-                entries[self.keys[item.index]] = entry_proto(
-                    done.dtype, done.shape, item.shard, item.offset, item.size, crc
-                ).SerializeToString()
+    def _index_bytes(self, crcs: array[int]) -> bytes:
         out = io.BytesIO()
-        write_index(out, self.num_shards, entries)
+        write_sorted_index(out, self.num_shards, self._entries(crcs))
         return out.getvalue()
+
+    def _entries(self, crcs: array[int]) -> Iterator[tuple[bytes, bytes]]:
+        """Each value's index entry, serialized as it is needed, in key order."""
+        # Through memoryviews: plain ints, one at a time (numpy scalars are slower to make).
+        shards, offsets = self.plan.shard_of.data, self.plan.offsets.data
+        for index in self.key_order:
+            entry = prepared_entry(self.values[index], shards[index], offsets[index], crcs[index])
+            yield _raw(self.keys[index]), entry
 
 
 def _do(operation: Callable[..., _T], action: str, path: str, *args: Any) -> _T:
@@ -292,26 +346,29 @@ def _mib(n: int) -> str:
     return f"{n / (1 << 20):,.1f} MiB"
 
 
-def _tasks(shards: Sequence[Sequence[WriteItem]], fds: Sequence[int]) -> list[_Task]:
+def _tasks(plan: SavePlan, fds: Sequence[int]) -> list[_Task]:
     """Cut each shard into writes: a large value alone, small neighbours together.
 
     Returned interleaved across shards, so that concurrent writers tend to work on
     different files (writes into one file serialize in the kernel).
     """
+    order, sizes, offsets = plan.order.data, plan.sizes.data, plan.offsets.data
     per_shard: list[list[_Task]] = []
-    for shard_items, fd in zip(shards, fds, strict=True):
+    for shard, fd in enumerate(fds):
         tasks: list[_Task] = []
         batch: _Task | None = None
-        for item in shard_items:
-            if item.size >= SMALL_VALUE_BYTES:
-                tasks.append(_Task(fd, item.offset, [item], item.size))
+        for at in range(plan.bounds[shard], plan.bounds[shard + 1]):
+            index = order[at]
+            size = sizes[index]
+            if size >= SMALL_VALUE_BYTES:
+                tasks.append(_Task(fd, offsets[index], at, at + 1, size))
                 batch = None
                 continue
-            if batch is None or batch.size + item.size > BATCH_BYTES:
-                batch = _Task(fd, item.offset, [], 0)
+            if batch is None or batch.size + size > BATCH_BYTES:
+                batch = _Task(fd, offsets[index], at, at, 0)
                 tasks.append(batch)
-            batch.items.append(item)
-            batch.size += item.size
+            batch.stop = at + 1
+            batch.size += size
         per_shard.append(tasks)
     interleaved: list[_Task] = []
     for round_ in range(max((len(t) for t in per_shard), default=0)):
@@ -322,8 +379,9 @@ def _tasks(shards: Sequence[Sequence[WriteItem]], fds: Sequence[int]) -> list[_T
 def _writer(
     store: storage.Storage,
     task: _Task,
-    encoded: Sequence[EncodedValue],
-    crcs: list[int],
+    plan: SavePlan,
+    values: Sequence[PreparedValue],
+    crcs: array[int],
     paths: dict[int, str],
 ) -> Callable[[], None]:
     def write(data: memoryview, offset: int) -> None:
@@ -333,23 +391,28 @@ def _writer(
             raise storage.save_error(err, "writing", paths[task.fd]) from None
 
     def run() -> None:
-        if len(task.items) == 1 and task.size >= SMALL_VALUE_BYTES:
-            item = task.items[0]
-            data = encoded[item.index].data
+        order = plan.order.data
+        if task.stop - task.start == 1 and task.size >= SMALL_VALUE_BYTES:
+            index = order[task.start]
+            # The byte view is made here, for the write only: kept for the whole save,
+            # one per value would cost ~500 bytes each.
+            data = prepared_bytes(values[index])
             crc = 0
-            for start in range(0, item.size, _PIECE_BYTES):
+            for start in range(0, task.size, _PIECE_BYTES):
                 piece = data[start : start + _PIECE_BYTES]
                 crc = crc32c(piece, crc)
-                write(piece, item.offset + start)
-            crcs[item.index] = crc
+                write(piece, task.offset + start)
+            crcs[index] = crc
             return
         with borrow_buffer(task.size) as buffer:
             pos = 0
-            for item in task.items:
-                end = pos + item.size
+            for at in range(task.start, task.stop):
+                index = order[at]
+                data = prepared_bytes(values[index])
+                end = pos + len(data)
                 written = buffer[pos:end]
-                written[:] = encoded[item.index].data
-                crcs[item.index] = crc32c(written)  # the bytes written, not the source
+                written[:] = data
+                crcs[index] = crc32c(written)  # the bytes written, not the source
                 pos = end
             write(buffer, task.offset)
 

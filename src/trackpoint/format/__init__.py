@@ -7,6 +7,7 @@ from ._bundle import BundleReader as BundleReader
 from ._bundle import BundleWriter as BundleWriter
 from ._bundle import DataRange as DataRange
 from ._bundle import EncodedValue as EncodedValue
+from ._bundle import PreparedValue as PreparedValue
 from ._bundle import TensorInfo as TensorInfo
 from ._bundle import check_key as check_key
 from ._bundle import checksum_error as checksum_error
@@ -14,8 +15,13 @@ from ._bundle import data_file_name as data_file_name
 from ._bundle import encode_value as encode_value
 from ._bundle import entry_proto as entry_proto
 from ._bundle import index_file_name as index_file_name
+from ._bundle import prepare_value as prepare_value
+from ._bundle import prepared_bytes as prepared_bytes
+from ._bundle import prepared_entry as prepared_entry
+from ._bundle import prepared_size as prepared_size
 from ._bundle import truncated_error as truncated_error
 from ._bundle import write_index as write_index
+from ._bundle import write_sorted_index as write_sorted_index
 from ._commit import STAGING_MARK as STAGING_MARK
 from ._commit import TEMP_MARK as TEMP_MARK
 from ._commit import StagedSet as StagedSet
@@ -39,6 +45,7 @@ from ._state_file import fsync_dir as fsync_dir
 from ._state_file import latest_checkpoint as latest_checkpoint
 from ._state_file import read_checkpoint_state as read_checkpoint_state
 from ._state_file import write_checkpoint_state as write_checkpoint_state
+from ._varint import encode_varint as encode_varint
 
 __all__ = [
     "STAGING_MARK",
@@ -50,6 +57,7 @@ __all__ = [
     "DType",
     "DataRange",
     "EncodedValue",
+    "PreparedValue",
     "StagedSet",
     "TableBuilder",
     "TableError",
@@ -63,6 +71,7 @@ __all__ = [
     "decode_slice_key",
     "encode_slice_key",
     "encode_value",
+    "encode_varint",
     "entry_proto",
     "existing_files",
     "find_staged",
@@ -70,6 +79,10 @@ __all__ = [
     "index_file_name",
     "latest_checkpoint",
     "mask",
+    "prepare_value",
+    "prepared_bytes",
+    "prepared_entry",
+    "prepared_size",
     "read_checkpoint_state",
     "roll_forward",
     "staging_prefix",
@@ -77,4 +90,5 @@ __all__ = [
     "unmask",
     "write_checkpoint_state",
     "write_index",
+    "write_sorted_index",
 ]

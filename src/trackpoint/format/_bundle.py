@@ -21,7 +21,7 @@ import os
 import secrets
 import stat
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO, TypeAlias
 
 import numpy as np
 from google.protobuf.message import DecodeError
@@ -46,14 +46,16 @@ from ._dtypes import (
     encode_strings,
     string_elements,
 )
+from ._index import Entry as _Entry
+from ._index import EntryIndex
 from ._marks import TEMP_MARK
 from ._slices import Extents, encode_slice_key, normalize_extents
-from ._sstable import TableBuilder, TableError, TableReader
+from ._sstable import TableBuilder, TableError, iter_table
 from ._state_file import fsync_dir as _fsync_dir
 from .protos import tensor_bundle_pb2 as bundle_pb2
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Sequence
+    from collections.abc import Iterable, Iterator, Sequence
     from types import TracebackType
 
     from numpy.typing import ArrayLike, NDArray
@@ -157,6 +159,12 @@ def encode_value(value: ArrayLike, dtype: DType | str | None = None) -> EncodedV
         elements = string_elements(array)
         header, crc = encode_strings(elements)
         return EncodedValue(tf_dtype, shape, memoryview(b"".join([header, *elements])), crc)
+    return EncodedValue(tf_dtype, shape, _as_bytes_view(_stored_array(array, tf_dtype)), None)
+
+
+def _stored_array(array: NDArray[Any], tf_dtype: DType) -> NDArray[Any]:
+    """`array` with a buffer that holds its bytes as TF stores them: itself when it does."""
+    assert tf_dtype.numpy is not None  # noqa: S101 - the callers refused undecodable dtypes
     if array.dtype != tf_dtype.numpy:
         if array.dtype.kind in "OSU" or array.dtype.itemsize != tf_dtype.numpy.itemsize:
             raise NotTrackableError(f"cannot write a {array.dtype} array as {tf_dtype.name}")
@@ -164,7 +172,62 @@ def encode_value(value: ArrayLike, dtype: DType | str | None = None) -> EncodedV
         array = array.astype(tf_dtype.numpy.newbyteorder("<"), copy=False)
     if not array.flags.c_contiguous or array.dtype.byteorder == ">":
         array = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<"))
-    return EncodedValue(tf_dtype, shape, _as_bytes_view(array), None)
+    return array
+
+
+#: A value ready to be written (`prepare_value`): a numeric array whose buffer holds the
+#: bytes TF stores, or the `EncodedValue` of a string tensor.
+PreparedValue: TypeAlias = "NDArray[Any] | EncodedValue"
+
+
+def prepare_value(value: ArrayLike) -> PreparedValue:
+    """`value` as a save holds it until it is written: for most values, itself.
+
+    A save of many small tensors holds every value from the start of the save to its
+    end. A numeric array whose buffer already holds TF's bytes (C-contiguous and
+    little-endian, as nearly all are) is returned as it is: no copy and no object per
+    value; its byte view is made only while it is written (`prepared_bytes`). Other
+    numeric arrays come back converted; strings as their `EncodedValue` (bytes built).
+
+    Raises:
+        NotTrackableError: a dtype TF checkpoints cannot hold.
+
+    Example:
+        >>> import numpy as np
+        >>> a = np.arange(2, dtype=np.int32)
+        >>> prepare_value(a) is a, bytes(prepared_bytes(prepare_value(a))).hex()
+        (True, '0000000001000000')
+    """
+    array = value if isinstance(value, np.ndarray) else np.asarray(value)
+    tf_dtype = as_dtype(array.dtype)
+    if tf_dtype.is_string or tf_dtype.numpy is None:
+        return encode_value(array)
+    return _stored_array(array, tf_dtype)
+
+
+def prepared_size(value: PreparedValue) -> int:
+    """How many bytes a prepared value takes in its data file."""
+    return len(value.data) if isinstance(value, EncodedValue) else int(value.nbytes)
+
+
+def prepared_bytes(value: PreparedValue) -> memoryview:
+    """The bytes of a prepared value, as written: a view of its own buffer (no copy)."""
+    return value.data if isinstance(value, EncodedValue) else _as_bytes_view(value)
+
+
+def prepared_entry(value: PreparedValue, shard: int, offset: int, crc: int) -> bytes:
+    """The serialized index entry of a prepared value written at `offset` of `shard`.
+
+    `crc` is the unmasked crc32c of the bytes written; a string tensor's entry uses its
+    own (which covers the element lengths too).
+    """
+    if isinstance(value, EncodedValue):
+        dtype, shape = value.dtype, value.shape
+        crc = crc if value.crc is None else value.crc
+    else:
+        dtype, shape = as_dtype(value.dtype), value.shape
+    size = prepared_size(value)
+    return entry_proto(dtype, shape, shard, offset, size, crc).SerializeToString()
 
 
 def entry_proto(
@@ -192,13 +255,33 @@ def write_index(
     An entry may be given already serialized: a message object costs hundreds of bytes,
     its bytes a few dozen, which counts when a checkpoint has 100,000 tensors.
     """
+    write_sorted_index(
+        out,
+        num_shards,
+        (
+            (key, entry if isinstance(entry, bytes) else entry.SerializeToString())
+            for key, entry in sorted(entries.items())
+        ),
+    )
+
+
+def write_sorted_index(
+    out: BinaryIO, num_shards: int, entries: Iterable[tuple[bytes, bytes]]
+) -> None:
+    """Write a bundle's `.index` table from serialized entries already in key order.
+
+    Each entry goes into the table as it comes, so a save of many tensors never holds
+    them all (`write_index` sorts a dict of them first).
+
+    Raises:
+        ValueError: the keys are not strictly increasing (or one is empty).
+    """
     header = bundle_pb2.BundleHeaderProto(num_shards=num_shards)
     header.version.producer = BUNDLE_VERSION
     table = TableBuilder(out)
     table.add(HEADER_KEY, header.SerializeToString())
-    for key in sorted(entries):
-        entry = entries[key]
-        table.add(key, entry if isinstance(entry, bytes) else entry.SerializeToString())
+    for key, entry in entries:
+        table.add(key, entry)
     table.finish()
 
 
@@ -495,23 +578,21 @@ class DataRange:
     crc: int | None
 
 
-@dataclass(slots=True)
-class _Entry:
-    key: str
-    dtype: DType
-    shape: tuple[int, ...]
-    shard: int
-    offset: int
-    size: int
-    crc: int
-    # An empty tuple until the entry has slices: a list per entry would cost 56 bytes for
-    # each of 100,000 tensors.
-    slices: list[tuple[Extents, _Entry]] | tuple[()] = ()
-    problem: str | None = None  # why this entry cannot be read, found at open
-
-    @property
-    def numel(self) -> int:
-        return math.prod(self.shape)
+def _size_problem(dtype: DType, shape: tuple[int, ...], size: int) -> str | None:
+    """Why a whole (unsliced) entry of this dtype and shape cannot have `size` bytes."""
+    itemsize = dtype.itemsize
+    if itemsize is not None:
+        numel = math.prod(shape)
+        if numel * itemsize != size:
+            return (
+                f"its shape {list(shape)} of {dtype.name} needs {numel * itemsize} bytes "
+                f"but the index says it has {size}"
+            )
+    elif dtype.is_string:
+        numel = math.prod(shape)
+        if size < 4 + numel:
+            return f"its {numel} strings cannot fit in the {size} bytes the index gives it"
+    return None
 
 
 def _finish_interrupted_overwrite(prefix: str) -> None:
@@ -593,29 +674,41 @@ class BundleReader:
                 file=self.index_path,
             )
         with open(opened[0], "rb") as f:  # closes the fd
-            data = f.read()
-        try:
-            table = TableReader(data)
-        except TableError as err:
-            raise CorruptCheckpointError(
-                f"'{self.index_path}' is not a readable checkpoint index: {err}; the file is "
-                "damaged or is not a TensorFlow checkpoint",
-                file=self.index_path,
-            ) from err
+            # Only the iteration holds the file's bytes: they go as soon as it has ended,
+            # before the index is compacted (the peak of opening).
+            items = iter_table(f.read())
         self.big_endian = False
         self.num_shards = 0
-        self._entries: dict[str, _Entry] = {}
-        self._parse(table)
+        self._entries: EntryIndex  # made by _parse once the header is read
+        try:
+            self._parse(items)
+        except TableError as err:
+            raise self._unreadable(err) from err
+        except TrackpointError:
+            # A malformed table is reported before any entry's meaning, as when the table
+            # was checked whole first: the entries of a damaged table prove nothing.
+            try:
+                for _ in items:
+                    pass
+            except TableError as err:
+                raise self._unreadable(err) from err
+            raise
 
     # -- opening --------------------------------------------------------------------
+
+    def _unreadable(self, err: TableError) -> CorruptCheckpointError:
+        return CorruptCheckpointError(
+            f"'{self.index_path}' is not a readable checkpoint index: {err}; the file is "
+            "damaged or is not a TensorFlow checkpoint",
+            file=self.index_path,
+        )
 
     def _corrupt(self, message: str, key: str | None = None) -> CorruptCheckpointError:
         return CorruptCheckpointError(
             f"'{self.index_path}': {message}", file=self.index_path, key=key
         )
 
-    def _parse(self, table: TableReader) -> None:
-        items = table.items()
+    def _parse(self, items: Iterator[tuple[bytes, bytes]]) -> None:
         first = next(items, None)
         if first is None or first[0] != HEADER_KEY:
             raise self._corrupt("the first entry is not the bundle header; the file is damaged")
@@ -638,12 +731,15 @@ class BundleReader:
             raise self._corrupt(f"unknown endianness {header.endianness} in the header")
         self.num_shards = header.num_shards
         self.big_endian = header.endianness == _BIG
+        self._entries = index = EntryIndex(self.num_shards)
         slice_entries: dict[bytes, bundle_pb2.BundleEntryProto] = {}
         for raw_key, value in items:
             try:
                 key = raw_key.decode("utf-8")
             except UnicodeDecodeError:
                 key = raw_key.decode("utf-8", "backslashreplace")
+            # A new message per entry: parsing into one message again and again is no
+            # faster, and its arena (malloc, unseen by tracemalloc) keeps every parse.
             proto = bundle_pb2.BundleEntryProto()
             try:
                 proto.ParseFromString(value)
@@ -652,37 +748,52 @@ class BundleReader:
                     f"the entry of {raw_key!r} does not parse ({err})", key=key
                 ) from err
             if raw_key.startswith(b"\x00"):
-                slice_entries[raw_key] = proto
-                continue
-            self._entries[key] = self._make_entry(key, proto)
-        for entry_key, entry in self._entries.items():
-            if entry.slices:
-                self._attach_slices(entry_key, entry, slice_entries)
+                slice_entries[raw_key] = proto  # looked up once every entry is in
+            elif proto.slices:
+                index.append_whole(self._make_entry(key, proto))
+            else:
+                dtype, shape, shard, offset, size = self._checked_fields(key, proto)
+                problem = _size_problem(dtype, shape, size)
+                index.append(key, dtype, shape, shard, offset, size, unmask(proto.crc32c), problem)
+        index.finish()
+        for entry in index.whole_entries():
+            self._attach_slices(entry.key, entry, slice_entries)
 
-    def _make_entry(self, key: str, proto: bundle_pb2.BundleEntryProto) -> _Entry:
-        dtype = dtype_from_enum(int(proto.dtype))
-        problem = None
+    def _checked_fields(
+        self, key: str, proto: bundle_pb2.BundleEntryProto
+    ) -> tuple[DType, tuple[int, ...], int, int, int]:
+        """Check an entry's dtype, shape, shard and range: (dtype, shape, shard, offset, size)."""
+        enum = proto.dtype
+        dtype = dtype_from_enum(enum)
         if dtype is None:
             # A dtype from a newer TensorFlow: list the tensor, refuse only reading it, so
             # the rest of the checkpoint stays usable.
-            dtype = DType(int(proto.dtype), f"unknown_dtype_{int(proto.dtype)}", None)
-        if proto.shape.unknown_rank or len(proto.shape.dim) > _MAX_RANK:
+            dtype = DType(enum, f"unknown_dtype_{enum}", None)
+        shape_proto = proto.shape
+        dims = shape_proto.dim
+        rank = len(dims)
+        if shape_proto.unknown_rank or rank > _MAX_RANK:
             raise self._corrupt(f"tensor '{key}' has an invalid shape", key=key)
-        shape = tuple(int(d.size) for d in proto.shape.dim)
-        if any(d < 0 for d in shape):
+        # Indexing a repeated field is about twice as fast as iterating over it (upb).
+        shape = (dims[0].size,) if rank == 1 else tuple([dims[i].size for i in range(rank)])
+        if shape and min(shape) < 0:
             raise self._corrupt(f"tensor '{key}' has a negative dimension {list(shape)}", key=key)
-        if not 0 <= proto.shard_id < self.num_shards:
+        shard = proto.shard_id
+        if not 0 <= shard < self.num_shards:
             raise self._corrupt(
-                f"tensor '{key}' is in shard {proto.shard_id} but the bundle has "
-                f"{self.num_shards} shards",
+                f"tensor '{key}' is in shard {shard} but the bundle has {self.num_shards} shards",
                 key=key,
             )
-        if proto.offset < 0 or proto.size < 0:
+        offset = proto.offset
+        size = proto.size
+        if offset < 0 or size < 0:
             raise self._corrupt(f"tensor '{key}' has a negative offset or size", key=key)
-        entry = _Entry(
-            key, dtype, shape, proto.shard_id, proto.offset, proto.size, unmask(proto.crc32c)
-        )
-        itemsize = dtype.itemsize
+        return dtype, shape, shard, offset, size
+
+    def _make_entry(self, key: str, proto: bundle_pb2.BundleEntryProto) -> _Entry:
+        """The entry of a sliced tensor or of one slice of it, checked as in `_parse`."""
+        dtype, shape, shard, offset, size = self._checked_fields(key, proto)
+        entry = _Entry(key, dtype, shape, shard, offset, size, unmask(proto.crc32c))
         if len(proto.slices) > _MAX_SLICES:
             raise UnsupportedCheckpointError(
                 f"tensor '{key}' in '{self.index_path}' lists {len(proto.slices)} slices, more "
@@ -704,16 +815,8 @@ class BundleReader:
                     raise self._corrupt(f"tensor '{key}' has a bad slice: {err}", key=key) from err
                 # The slice's own entry is looked up by _attach_slices once all are parsed.
                 entry.slices.append((extents, entry))
-        elif itemsize is not None and entry.numel * itemsize != entry.size:
-            problem = (
-                f"its shape {list(shape)} of {dtype.name} needs {entry.numel * itemsize} bytes "
-                f"but the index says it has {entry.size}"
-            )
-        elif dtype.is_string and entry.size < 4 + entry.numel:
-            problem = (
-                f"its {entry.numel} strings cannot fit in the {entry.size} bytes the index gives it"
-            )
-        entry.problem = problem
+        else:
+            entry.problem = _size_problem(dtype, shape, size)
         return entry
 
     def _attach_slices(
@@ -754,24 +857,20 @@ class BundleReader:
 
     def info(self, key: str) -> TensorInfo:
         """What the index says about `key` (no data is read)."""
-        entry = self._entry(key)
-        return TensorInfo(
-            entry.key,  # the index's own string: callers holding it add no copy
-            entry.dtype,
-            entry.shape,
-            entry.size,
-            -1 if entry.slices else entry.shard,
-            bool(entry.slices),
-        )
+        # The key in it is the index's own string: callers holding it add no copy.
+        return TensorInfo(*self._entries.summary(self._row(key)))
 
     def infos(self) -> Iterator[TensorInfo]:
         """`info` of every visible key, in key order."""
-        for key in self._entries:
-            yield self.info(key)
+        for summary in self._entries.summaries():
+            yield TensorInfo(*summary)
 
     def _entry(self, key: str) -> _Entry:
-        entry = self._entries.get(key)
-        if entry is None:
+        return self._entries.entry(self._row(key))
+
+    def _row(self, key: str) -> int:
+        row = self._entries.find(key)
+        if row is None:
             close = difflib.get_close_matches(key, self._entries, n=3)
             hint = (
                 f"; did you mean {', '.join(repr(c) for c in close)}?"
@@ -783,7 +882,7 @@ class BundleReader:
                 file=self.index_path,
                 key=key,
             )
-        return entry
+        return row
 
     # -- data files ---------------------------------------------------------------------
 
@@ -822,13 +921,9 @@ class BundleReader:
         A structural check, cheap enough to pick a checkpoint by (`latest_checkpoint`'s
         scan); `verify` checks the bytes themselves.
         """
-        ends: dict[int, int] = {}
-        for entry in self._entries.values():
-            parts = [part for _, part in entry.slices] if entry.slices else [entry]
-            for part in parts:
-                if part.problem is not None:
-                    return False
-                ends[part.shard] = max(ends.get(part.shard, 0), part.offset + part.size)
+        ends = self._entries.data_ends()
+        if ends is None:
+            return False
         try:
             return all(self._fd(shard)[1] >= end for shard, end in ends.items())
         except TrackpointError:
@@ -1069,8 +1164,8 @@ class BundleReader:
 
     def verify(self) -> Iterator[tuple[str, Exception | None]]:
         """Read every tensor and check its checksum; yield (key, error or None) for each."""
-        for key in self._entries:
-            entry = self._entries[key]
+        for entry in self._entries.entries():
+            key = entry.key
             if entry.dtype.numpy is None:
                 yield key, None  # listed but undecodable: nothing to check it against
                 continue

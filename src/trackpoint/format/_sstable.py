@@ -11,7 +11,8 @@ before handing out a single entry: magic, every block's masked crc32c, block han
 the file, a Snappy block's declared size before it is decompressed, restart arrays inside
 their block, varints bounded, shared prefixes no longer than the previous key and keys
 strictly increasing. Anything else is a `TableError` that
-the bundle layer turns into a `CorruptCheckpointError` naming the file.
+the bundle layer turns into a `CorruptCheckpointError` naming the file. `iter_table` makes
+the same checks while streaming the entries, one block in memory at a time.
 
 Knows bytes, not tensors or files.
 """
@@ -267,10 +268,7 @@ class TableReader:
     """
 
     def __init__(self, data: bytes, *, verify_checksums: bool = True) -> None:
-        self._data = data
-        self._verify = verify_checksums
-        self._entries: list[tuple[bytes, bytes]] = []
-        self._parse()
+        self._entries = list(iter_table(data, verify_checksums=verify_checksums))
 
     def items(self) -> Iterator[tuple[bytes, bytes]]:
         """All (key, value) entries in key order."""
@@ -279,95 +277,135 @@ class TableReader:
     def __len__(self) -> int:
         return len(self._entries)
 
-    def _parse(self) -> None:
-        data = self._data
-        if len(data) < FOOTER_SIZE:
-            raise TableError(
-                f"file is {len(data)} bytes, shorter than a table footer ({FOOTER_SIZE} bytes)"
-            )
-        footer = memoryview(data)[len(data) - FOOTER_SIZE :]
-        (magic,) = struct.unpack_from("<Q", footer, FOOTER_SIZE - 8)
-        if magic != MAGIC:
-            raise TableError(f"bad magic number 0x{magic:016x} (expected 0x{MAGIC:016x})")
+
+def iter_table(data: bytes, *, verify_checksums: bool = True) -> Iterator[tuple[bytes, bytes]]:
+    """Yield a table's (key, value) entries in key order, checking each block as it comes.
+
+    The same checks as `TableReader` makes, in the same order, but holding one block at a
+    time instead of every entry at once: a bundle reader keeps what it needs of each entry
+    and lets the rest go. A `TableError` can therefore come after entries were yielded;
+    whoever acts on the entries must run the iteration to its end before trusting them.
+
+    Args:
+        data: The table's bytes (the whole `.index` file).
+        verify_checksums: Check each block's masked crc32c (on by default).
+
+    Raises:
+        TableError: the bytes are not a well-formed table (raised from the iteration).
+
+    Example:
+        >>> import io
+        >>> out = io.BytesIO()
+        >>> builder = TableBuilder(out)
+        >>> builder.add(b"a", b"1")
+        >>> builder.add(b"b", b"2")
+        >>> builder.finish()
+        >>> list(iter_table(out.getvalue()))
+        [(b'a', b'1'), (b'b', b'2')]
+    """
+    if len(data) < FOOTER_SIZE:
+        raise TableError(
+            f"file is {len(data)} bytes, shorter than a table footer ({FOOTER_SIZE} bytes)"
+        )
+    footer = memoryview(data)[len(data) - FOOTER_SIZE :]
+    (magic,) = struct.unpack_from("<Q", footer, FOOTER_SIZE - 8)
+    if magic != MAGIC:
+        raise TableError(f"bad magic number 0x{magic:016x} (expected 0x{MAGIC:016x})")
+    try:
+        _, _, pos = _decode_handle(footer, 0, FOOTER_SIZE - 8)  # metaindex: unused
+        index_offset, index_size, _ = _decode_handle(footer, pos, FOOTER_SIZE - 8)
+    except VarintError as err:
+        raise TableError(f"bad footer: {err}") from err
+    index = _read_block(data, index_offset, index_size, "index block", verify_checksums)
+    previous_key: bytes | None = None
+    for index_key, handle in _iter_block(index, "index block"):
         try:
-            _, _, pos = _decode_handle(footer, 0, FOOTER_SIZE - 8)  # metaindex: unused
-            index_offset, index_size, _ = _decode_handle(footer, pos, FOOTER_SIZE - 8)
+            offset, size, end = _decode_handle(handle, 0, len(handle))
         except VarintError as err:
-            raise TableError(f"bad footer: {err}") from err
-        index = self._read_block(index_offset, index_size, "index block")
-        previous_key = b""
-        for index_key, handle in self._iter_block(index, "index block"):
-            try:
-                offset, size, end = _decode_handle(handle, 0, len(handle))
-            except VarintError as err:
-                raise TableError(f"bad block handle in the index block: {err}") from err
-            if end != len(handle):
-                raise TableError("bad block handle in the index block: trailing bytes")
-            what = f"data block at byte {offset}"
-            for key, value in self._iter_block(self._read_block(offset, size, what), what):
-                if self._entries and key <= previous_key:
-                    raise TableError(f"keys out of order in {what}: {key!r} after {previous_key!r}")
-                if key > index_key:
-                    raise TableError(f"key {key!r} in {what} is beyond its index key")
-                self._entries.append((key, value))
-                previous_key = key
+            raise TableError(f"bad block handle in the index block: {err}") from err
+        if end != len(handle):
+            raise TableError("bad block handle in the index block: trailing bytes")
+        what = f"data block at byte {offset}"
+        block = _read_block(data, offset, size, what, verify_checksums)
+        for key, value in _iter_block(block, what):
+            if previous_key is not None and key <= previous_key:
+                raise TableError(f"keys out of order in {what}: {key!r} after {previous_key!r}")
+            if key > index_key:
+                raise TableError(f"key {key!r} in {what} is beyond its index key")
+            yield key, value
+            previous_key = key
 
-    def _read_block(self, offset: int, size: int, what: str) -> bytes:
-        end = offset + size + BLOCK_TRAILER_SIZE
-        if end > len(self._data) - FOOTER_SIZE:
+
+def _read_block(data: bytes, offset: int, size: int, what: str, verify: bool) -> bytes:
+    end = offset + size + BLOCK_TRAILER_SIZE
+    if end > len(data) - FOOTER_SIZE:
+        raise TableError(
+            f"{what} (offset {offset}, size {size}) runs past the end of the file "
+            f"({len(data)} bytes)"
+        )
+    contents = data[offset : offset + size]
+    block_type = data[offset + size]
+    if verify:
+        (stored,) = _U32.unpack_from(data, offset + size + 1)
+        actual = crc32c(bytes([block_type]), crc32c(contents))
+        if unmask(stored) != actual:
             raise TableError(
-                f"{what} (offset {offset}, size {size}) runs past the end of the file "
-                f"({len(self._data)} bytes)"
+                f"block checksum mismatch in {what} (stored 0x{unmask(stored):08x}, "
+                f"computed 0x{actual:08x})"
             )
-        contents = self._data[offset : offset + size]
-        block_type = self._data[offset + size]
-        if self._verify:
-            (stored,) = _U32.unpack_from(self._data, offset + size + 1)
-            actual = crc32c(bytes([block_type]), crc32c(contents))
-            if unmask(stored) != actual:
-                raise TableError(
-                    f"block checksum mismatch in {what} (stored 0x{unmask(stored):08x}, "
-                    f"computed 0x{actual:08x})"
-                )
-        if block_type == SNAPPY_COMPRESSION:
-            return _snappy_decompress(contents, what)
-        if block_type != NO_COMPRESSION:
-            # TF's table format knows only types 0 and 1 (LevelDB later added zstd as 2,
-            # RocksDB uses 7); TF itself refuses the rest as a bad block type.
-            raise TableError(f"{what} has unknown compression type {block_type}")
-        return contents
+    if block_type == SNAPPY_COMPRESSION:
+        return _snappy_decompress(contents, what)
+    if block_type != NO_COMPRESSION:
+        # TF's table format knows only types 0 and 1 (LevelDB later added zstd as 2,
+        # RocksDB uses 7); TF itself refuses the rest as a bad block type.
+        raise TableError(f"{what} has unknown compression type {block_type}")
+    return contents
 
-    @staticmethod
-    def _iter_block(block: bytes, what: str) -> Iterator[tuple[bytes, bytes]]:
-        size = len(block)
-        if size < 4:
-            raise TableError(f"{what} is {size} bytes, too short for its restart count")
-        (num_restarts,) = _U32.unpack_from(block, size - 4)
-        restarts_start = size - 4 - 4 * num_restarts
-        if num_restarts == 0 or restarts_start < 0:
-            raise TableError(f"{what} declares {num_restarts} restart points; it cannot hold them")
-        restarts = {_U32.unpack_from(block, restarts_start + 4 * i)[0] for i in range(num_restarts)}
-        if max(restarts) > restarts_start or 0 not in restarts:
-            raise TableError(f"{what} has a restart point outside its entries")
-        pos = 0
-        key = b""
-        try:
-            while pos < restarts_start:
-                entry_start = pos
+
+def _iter_block(block: bytes, what: str) -> Iterator[tuple[bytes, bytes]]:
+    size = len(block)
+    if size < 4:
+        raise TableError(f"{what} is {size} bytes, too short for its restart count")
+    (num_restarts,) = _U32.unpack_from(block, size - 4)
+    restarts_start = size - 4 - 4 * num_restarts
+    if num_restarts == 0 or restarts_start < 0:
+        raise TableError(f"{what} declares {num_restarts} restart points; it cannot hold them")
+    restarts = {_U32.unpack_from(block, restarts_start + 4 * i)[0] for i in range(num_restarts)}
+    if max(restarts) > restarts_start or 0 not in restarts:
+        raise TableError(f"{what} has a restart point outside its entries")
+    pos = 0
+    key = b""
+    try:
+        while pos < restarts_start:
+            entry_start = pos
+            # Each of the three lengths is almost always one byte: read those inline and
+            # leave the rest (and every error) to decode_varint, which is 4x slower.
+            shared = block[pos]
+            if shared < 0x80:
+                pos += 1
+            else:
                 shared, pos = decode_varint(block, pos, restarts_start)
+            if pos < restarts_start and block[pos] < 0x80:
+                non_shared = block[pos]
+                pos += 1
+            else:
                 non_shared, pos = decode_varint(block, pos, restarts_start)
+            if pos < restarts_start and block[pos] < 0x80:
+                value_len = block[pos]
+                pos += 1
+            else:
                 value_len, pos = decode_varint(block, pos, restarts_start)
-                if shared > len(key) or (entry_start in restarts and shared):
-                    raise TableError(
-                        f"bad entry at byte {entry_start} of {what}: shares {shared} bytes "
-                        f"with a previous key of {len(key)} bytes"
-                    )
-                value_start = pos + non_shared
-                value_end = value_start + value_len
-                if value_end > restarts_start:
-                    raise TableError(f"entry at byte {entry_start} of {what} runs past the block")
-                key = key[:shared] + block[pos:value_start]
-                yield key, block[value_start:value_end]
-                pos = value_end
-        except VarintError as err:
-            raise TableError(f"bad entry in {what}: {err}") from err
+            if shared > len(key) or (shared and entry_start in restarts):
+                raise TableError(
+                    f"bad entry at byte {entry_start} of {what}: shares {shared} bytes "
+                    f"with a previous key of {len(key)} bytes"
+                )
+            value_start = pos + non_shared
+            value_end = value_start + value_len
+            if value_end > restarts_start:
+                raise TableError(f"entry at byte {entry_start} of {what} runs past the block")
+            key = key[:shared] + block[pos:value_start]
+            yield key, block[value_start:value_end]
+            pos = value_end
+    except VarintError as err:
+        raise TableError(f"bad entry in {what}: {err}") from err

@@ -13,6 +13,7 @@ from ._module import PythonState as PythonState
 from ._module import Variable as Variable
 from ._saved import SavedGraph as SavedGraph
 from ._saved import parse_nodes as parse_nodes
+from ._saving import save_graph as save_graph
 from ._status import InitializationOnlyStatus as InitializationOnlyStatus
 from ._status import LoadStatus as LoadStatus
 from ._status import NameBasedLoadStatus as NameBasedLoadStatus
@@ -45,6 +46,7 @@ __all__ = [
     "parse_nodes",
     "register",
     "register_finder",
+    "save_graph",
     "to_trackable",
     "walk",
 ]
