@@ -1047,15 +1047,17 @@ def check_targets(
     if case.kind == "small":
         for op in ("save", "restore"):
             ratio_check(f"small tensors: {op} ≥ 3x TF", rate("trackpoint", op), rate("tf", op), 3.0)
-    allowance = 0.05 * nbytes + 16 * MIB  # "at most 5% of the state (plus a fixed few MiB)"
+    # "At most 5% of the state (plus a fixed few MiB)": 8 MiB covers what does not grow with
+    # the state (a reader thread's stack and malloc arena, two 1 MiB read buffers).
+    allowance = 0.05 * nbytes + 8 * MIB
     for op in ("save", "restore"):
         cell = cells.get(("trackpoint", op))
         if cell is None or cell.rss is None:
-            out.append((f"{op}: extra memory ≤ 5% + 16 MiB", None, "not measured"))
+            out.append((f"{op}: extra memory ≤ 5% + 8 MiB", None, "not measured"))
         else:
             out.append(
                 (
-                    f"{op}: extra memory ≤ 5% + 16 MiB",
+                    f"{op}: extra memory ≤ 5% + 8 MiB",
                     cell.rss <= allowance,
                     f"{_fmt_rss(cell.rss)} ({cell.rss / nbytes:.1%} of the state)",
                 )
