@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
     from numpy.typing import NDArray
 
-    from trackpoint.format import BundleReader
+    from trackpoint.format import BundleReader, DataRange
 
 __all__ = ["read_into_many"]
 
@@ -58,6 +58,17 @@ class _Requests:
     sizes: array[int]
     crcs: array[int]  # -1: not verified
     files: dict[int, str]  # fd → data file path (for errors)
+
+    def add(self, where: DataRange, out: NDArray[Any]) -> int:
+        """Add a request: `where`'s bytes into `out`; return its size."""
+        self.keys.append(where.key)
+        self.outs.append(out)
+        self.fds.append(where.fd)
+        self.offsets.append(where.offset)
+        self.sizes.append(where.size)
+        self.crcs.append(-1 if where.crc is None else where.crc)
+        self.files[where.fd] = where.file
+        return where.size
 
     def check(self, row: int, computed: int) -> None:
         expected = self.crcs[row]
@@ -108,18 +119,18 @@ def read_into_many(
     total = 0
     for key, out in requests:
         where = reader.locate(key, out)
-        if where is None:
+        if where is not None:
+            total += table.add(where, out)
+            continue
+        # A partitioned variable: its parts join the pass when each fills a contiguous
+        # block of `out` (split along the first axis, as TF's partitioners do).
+        parts = reader.locate_parts(key, out)
+        if parts is None:
             fallback.append((key, out))
             continue
-        table.keys.append(where.key)
-        table.outs.append(out)
-        table.fds.append(where.fd)
-        table.offsets.append(where.offset)
-        table.sizes.append(where.size)
-        table.crcs.append(-1 if where.crc is None else where.crc)
-        table.files[where.fd] = where.file
-        total += where.size
-    for key, out in fallback:  # sliced or big-endian: the reader reassembles them
+        for part, place in parts:
+            total += table.add(part, place)
+    for key, out in fallback:  # big-endian, mapped, or slices it must reassemble
         reader.read_into(key, out)
     fds = np.frombuffer(table.fds, np.int32) if table.keys else np.empty(0, np.int32)
     offsets = np.frombuffer(table.offsets, np.int64) if table.keys else np.empty(0, np.int64)

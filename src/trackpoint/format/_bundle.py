@@ -71,6 +71,9 @@ _MAX_RANK = 254  # TF's TensorShape limit
 # Partitioned variables have tens or thousands of slices; each listed slice costs Python
 # objects (~300 bytes) at open, so a list of millions would be a memory attack.
 _MAX_SLICES = 1 << 16
+#: Up to this many slices, overlaps are found box against box (k x k booleans); beyond,
+#: with a mask of the tensor's elements.
+_PAIRWISE_SLICES = 1024
 # Linux transfers at most 0x7ffff000 bytes per read/write call.
 _MAX_IO = 0x7FFFF000
 
@@ -1018,7 +1021,7 @@ class BundleReader:
         """
         entry = self._destination_entry(key, out)
         if entry.slices:
-            out[...] = self._read_sliced(entry)
+            self._read_parts_into(self._slice_parts(entry), out)
             return
         self._read_numeric_into(entry, out)
 
@@ -1113,11 +1116,21 @@ class BundleReader:
         return out.reshape(entry.shape)
 
     def _read_sliced(self, entry: _Entry) -> NDArray[Any]:
+        assert entry.dtype.numpy is not None  # noqa: S101 - checked by _require_decodable
+        parts = self._slice_parts(entry)  # checked before the tensor is allocated
+        out = np.empty(entry.shape, entry.dtype.numpy)
+        self._read_parts_into(parts, out)
+        return out
+
+    def _slice_parts(self, entry: _Entry) -> list[tuple[tuple[slice, ...], _Entry]]:
+        """The parts of a sliced tensor, each once: (where in the tensor, its entry).
+
+        Checked before any data is read: each part lies inside its file, the parts do not
+        overlap (TF refuses that too, `TensorSliceSet::Register`: which of two values an
+        element has would depend on the order of the list) and they cover the shape.
+        """
         if entry.problem is not None:
             self._check_range(entry)  # raises with the problem
-        assert entry.dtype.numpy is not None  # noqa: S101 - checked by _require_decodable
-        # Validate before allocating: every part lies inside its file, and together they
-        # hold at least as many bytes as the full shape needs.
         for _, part in entry.slices:
             self._check_range(part)
         # A string element takes at least one length byte; a slice listed twice counts once.
@@ -1130,30 +1143,102 @@ class BundleReader:
                 file=self.index_path,
                 key=entry.key,
             )
-        out = np.empty(entry.shape, entry.dtype.numpy)
-        covered = np.zeros(entry.shape, dtype=bool) if entry.numel else None
-        for extents, part in dict(entry.slices).items():  # a slice listed twice is read once
-            index = tuple(slice(start, start + (length or 0)) for start, length in extents)
-            if covered is not None:
-                # TF refuses overlapping slices too (TensorSliceSet::Register): which of two
-                # different values an element has would depend on the order of the list.
-                if covered[index].any():
-                    raise CorruptCheckpointError(
-                        f"the stored slice {_format_extents(extents)} of tensor '{entry.key}' "
-                        "overlaps another of its slices; the index is damaged",
-                        file=self.index_path,
-                        key=entry.key,
-                    )
-                covered[index] = True
-            out[index] = self._read_strings(part) if part.dtype.is_string else self._read_part(part)
-        if covered is not None and not covered.all():
+        unique = dict(entry.slices)  # a slice listed twice is read once
+        if entry.numel:
+            self._check_tiling(entry, list(unique))
+        return [
+            (tuple(slice(start, start + (length or 0)) for start, length in extents), part)
+            for extents, part in unique.items()
+        ]
+
+    def _check_tiling(self, entry: _Entry, extents: list[Extents]) -> None:
+        """Raise unless the slices (inside the shape, resolved) tile it without overlap."""
+        boxes = np.array(extents, dtype=np.int64).reshape(len(extents), len(entry.shape), 2)
+        starts, ends = boxes[:, :, 0], boxes[:, :, 0] + boxes[:, :, 1]
+        overlapping: int | None = None
+        if len(extents) <= _PAIRWISE_SLICES:
+            # Boxes i and j overlap when they intersect in every dimension (empty boxes
+            # never do); a k x k test beats a mask of the whole tensor's elements.
+            meets = np.all(
+                (starts[:, None, :] < ends[None, :, :]) & (starts[None, :, :] < ends[:, None, :]),
+                axis=2,
+            )
+            later = np.tril(meets, k=-1).any(axis=1)  # j overlaps some earlier i
+            if later.any():
+                overlapping = int(np.argmax(later))
+            covered = int(np.prod(boxes[:, :, 1], axis=1).sum())
+            complete = covered == entry.numel  # disjoint boxes inside the shape
+        else:
+            mask = np.zeros(entry.shape, dtype=bool)
+            for at, box in enumerate(extents):
+                index = tuple(slice(start, start + (length or 0)) for start, length in box)
+                if mask[index].any():
+                    overlapping = at
+                    break
+                mask[index] = True
+            complete = bool(mask.all())
+        if overlapping is not None:
+            raise CorruptCheckpointError(
+                f"the stored slice {_format_extents(extents[overlapping])} of tensor "
+                f"'{entry.key}' overlaps another of its slices; the index is damaged",
+                file=self.index_path,
+                key=entry.key,
+            )
+        if not complete:
             raise CorruptCheckpointError(
                 f"the stored slices of tensor '{entry.key}' do not cover its shape "
                 f"{list(entry.shape)}; the checkpoint is incomplete",
                 file=self.index_path,
                 key=entry.key,
             )
-        return out
+
+    def _read_parts_into(
+        self, parts: list[tuple[tuple[slice, ...], _Entry]], out: NDArray[Any]
+    ) -> None:
+        """Read each part into its place in `out`: straight into it when that is contiguous."""
+        for index, part in parts:
+            place = out[index]
+            if part.dtype.is_string:
+                place[...] = self._read_strings(part)
+            elif place.flags.c_contiguous and place.size:
+                self._read_numeric_into(part, place)  # a row block: no buffer in between
+            else:
+                place[...] = self._read_part(part)
+
+    def locate_parts(
+        self, key: str, out: NDArray[Any]
+    ) -> list[tuple[DataRange, NDArray[Any]]] | None:
+        """Where each part of sliced tensor `key` lies, and the view of `out` it fills.
+
+        For the engine's parallel pass, like `locate`: given only when every part can be
+        read straight into its place (numbers, little-endian, no `mmap`, each place a
+        contiguous block of `out`, as for TF's partitioned variables split along the first
+        axis). Otherwise None: read the tensor with `read_into`.
+
+        Raises:
+            (as `read_into`, for what can be checked without reading data)
+        """
+        entry = self._destination_entry(key, out)
+        if not entry.slices or self.big_endian or self._use_mmap:
+            return None
+        parts = self._slice_parts(entry)
+        places = [(out[index], part) for index, part in parts]
+        if not all(place.flags.c_contiguous for place, _ in places):
+            return None
+        return [
+            (
+                DataRange(
+                    part.key,
+                    self.data_path(part.shard),
+                    self._check_range(part),
+                    part.offset,
+                    part.size,
+                    part.crc if self.verify_checksums else None,
+                ),
+                place,
+            )
+            for place, part in places
+        ]
 
     def _read_part(self, part: _Entry) -> NDArray[Any]:
         assert part.dtype.numpy is not None  # noqa: S101 - same dtype as the full entry

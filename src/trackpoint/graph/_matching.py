@@ -348,7 +348,7 @@ class Restorer:
                 self._restored_variable[node_id] = 1
             else:
                 self._restored.add((node_id, name))
-            if info.sliced or info.dtype.is_string:
+            if info.dtype.is_string:
                 # Assigned in order with the staged values after the pass: a node's values
                 # arrive in the order it listed them (a JSON state last, after its tensors).
                 self._pending_assigns.append((node_id, value, self.reader.get_tensor(key)))
