@@ -48,10 +48,21 @@ _TrackableObject = graph_pb2.TrackableObjectGraph.TrackableObject
 _SLOT_SUFFIX = len(f"/{OBJECT_ATTRIBUTES}/{VARIABLE_VALUE}")
 #: `TrackableObjectGraph.nodes`: field 1, length-delimited (the graph's only field).
 _NODE_TAG = b"\x0a"
-#: `TrackableObject.has_checkpoint_values` (field 5, a `BoolValue`) as protobuf writes it:
-#: `value: true` inside, or an empty message for false (TF always sets the field).
-_HAS_VALUES = b"\x2a\x02\x08\x01"
-_HAS_NO_VALUES = b"\x2a\x00"
+
+
+def _flag_bytes(value: bool) -> bytes:
+    """`TrackableObject.has_checkpoint_values` (field 5, the last) as protobuf writes it.
+
+    Appended after a node's other fields, which protobuf writes in field order too, so
+    the concatenation is the node's own serialization. TF always sets the field.
+    """
+    node = _TrackableObject()
+    node.has_checkpoint_values.SetInParent()
+    node.has_checkpoint_values.value = value
+    return node.SerializeToString()
+
+
+_HAS_VALUES, _HAS_NO_VALUES = _flag_bytes(True), _flag_bytes(False)
 
 
 def save_graph(root: object, visit: Callable[[str, Value], None]) -> bytes:
