@@ -168,7 +168,7 @@ class Restorer:
         queue = deque([0] if count else [])
         while queue:
             node_id = queue.popleft()
-            for index, (_, child_id) in enumerate(self.graph.children(node_id)):
+            for index, child_id in enumerate(self.graph.child_ids(node_id)):
                 if 0 <= child_id < count and depth[child_id] < 0:
                     parent[child_id] = node_id
                     edge[child_id] = index

@@ -149,6 +149,10 @@ class SavedGraph:
         start, end = self._child_start[node_id], self._child_start[node_id + 1]
         return [(self._edge_name(e), self._child_ids[e]) for e in range(start, end)]
 
+    def child_ids(self, node_id: int) -> array[int]:
+        """Node `node_id`'s child node ids in saved order (no names decoded)."""
+        return self._child_ids[self._child_start[node_id] : self._child_start[node_id + 1]]
+
     def child_name(self, node_id: int, index: int) -> str:
         """The local name of node `node_id`'s `index`-th child edge."""
         return self._edge_name(self._child_start[node_id] + index)
