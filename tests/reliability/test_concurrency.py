@@ -119,6 +119,33 @@ def test_a_second_manager_in_this_process_is_refused_until_the_first_closes(tmp_
     assert restore_step(os.path.join(folder, "ckpt-2"), (2, 16)) == 2
 
 
+@pytest.mark.parametrize("call", ["fstat", "ftruncate", "pwrite"])
+def test_an_interrupt_just_after_the_lock_is_taken_leaves_the_folder_unlocked(
+    tmp_path, monkeypatch, call
+):
+    # Found by the random-interrupt test below (seed 2299434258): a KeyboardInterrupt
+    # between the flock and the lock object recording its descriptor left the folder
+    # locked by a descriptor nothing would release, so every later writer was refused.
+    from trackpoint.storage._lock import WriterLock
+
+    real = getattr(os, call)
+
+    def interrupted(*args: Any) -> Any:
+        monkeypatch.setattr(os, call, real)  # once
+        raise KeyboardInterrupt
+
+    lock = WriterLock(str(tmp_path), "first")
+    monkeypatch.setattr(os, call, interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        lock.acquire()
+    assert not lock.held
+    second = WriterLock(str(tmp_path), "second")
+    second.acquire()  # the folder is free
+    assert second.held
+    assert lock_holder(str(tmp_path))["owner"] == "second"
+    second.release()
+
+
 def test_a_manager_in_another_process_is_refused_naming_its_pid_and_host(tmp_path):
     folder = str(tmp_path)
     holder = Child(CHILD, "hold", folder, stdin=True)

@@ -61,8 +61,13 @@ class WriterLock:
             return
         while True:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            # Until `self._fd` records it, the descriptor is closed on any way out (closing
+            # drops the flock): a KeyboardInterrupt between the flock and that record would
+            # otherwise leave the folder locked by a descriptor nobody will release.
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                if self._lock_and_record(fd):
+                    self._fd = fd
+                    return
             except BlockingIOError:
                 holder = _read_holder(fd)
                 os.close(fd)
@@ -70,25 +75,31 @@ class WriterLock:
             except BaseException:
                 os.close(fd)
                 raise
-            # A holder releasing deletes the file; if that happened between our open and
-            # our flock, we locked a file nobody else will see: start again.
-            try:
-                same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
-            except FileNotFoundError:
-                same = False
-            if same:
-                break
             os.close(fd)
+
+    def _lock_and_record(self, fd: int) -> bool:
+        """Lock the open lock file and write this holder into it; False: the file was replaced.
+
+        Raises:
+            BlockingIOError: another writer holds it.
+        """
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        # A holder releasing deletes the file; if that happened between our open and our
+        # flock, we locked a file nobody else will see: start again.
+        try:
+            if os.fstat(fd).st_ino != os.stat(self.path).st_ino:
+                return False
+        except FileNotFoundError:
+            return False
         record = {
             "pid": os.getpid(),
             "host": socket.gethostname(),
             "since": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
             "owner": self.owner,
         }
-        data = json.dumps(record).encode()
         os.ftruncate(fd, 0)
-        os.pwrite(fd, data, 0)
-        self._fd = fd
+        os.pwrite(fd, json.dumps(record).encode(), 0)
+        return True
 
     def release(self) -> None:
         """Give the lock up (deleting the file while still holding it); idempotent."""
