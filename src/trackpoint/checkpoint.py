@@ -319,7 +319,8 @@ class Checkpoint(Module):
 
         def own_key(key: str) -> str:
             # The index's equal string: the restore then holds each key once.
-            return reader.info(key).key if key in reader else key
+            info = reader.find_info(key)
+            return key if info is None else info.key
 
         try:
             saved = SavedGraph(parse_nodes(raw), own_key)

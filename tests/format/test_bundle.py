@@ -815,3 +815,11 @@ def test_get_tensor_allocates_the_result_once(tmp_path):
 def test_every_error_is_a_trackpoint_error():
     for cls in (CorruptCheckpointError, InvalidValueError, KeyNotFoundError, NotTrackableError):
         assert issubclass(cls, TrackpointError)
+
+
+def test_find_info_is_info_or_none(tmp_path):
+    with BundleWriter(tmp_path / "ckpt") as writer:
+        writer.add("a", np.arange(3, dtype=np.int16))
+    reader = BundleReader(tmp_path / "ckpt")
+    assert reader.find_info("a") == reader.info("a")
+    assert reader.find_info("b") is None

@@ -863,6 +863,11 @@ class BundleReader:
         # The key in it is the index's own string: callers holding it add no copy.
         return TensorInfo(*self._entries.summary(self._row(key)))
 
+    def find_info(self, key: str) -> TensorInfo | None:
+        """`info(key)`, or None when the index has no such key (one lookup, no error)."""
+        row = self._entries.find(key)
+        return None if row is None else TensorInfo(*self._entries.summary(row))
+
     def infos(self) -> Iterator[TensorInfo]:
         """`info` of every visible key, in key order."""
         for summary in self._entries.summaries():

@@ -339,9 +339,9 @@ class Restorer:
             value = values.get(name)
             if value is None:
                 continue  # reported as unused by the status
-            if key not in self.reader:
+            info = self.reader.find_info(key)
+            if info is None:
                 continue  # a multi-tensor legacy value (§7.3): not restorable here
-            info = self.reader.info(key)
             if value.shape != info.shape or value.dtype != info.dtype.numpy:
                 self._check_compatible(node_id, name, trackable, value, info)
             if name == VARIABLE_VALUE:
