@@ -15,15 +15,9 @@ if TYPE_CHECKING:
 # TensorFlow logs at import; keep test output readable.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-#: `../shared/fixtures/tf2.21` beside the checkout (CI lays `shared/` beside its clone too).
-SHARED_FIXTURES = Path(
-    os.environ.get(
-        "TRACKPOINT_SHARED_FIXTURES",
-        Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "tf2.21",
-    )
-)
-#: The project's own golden files, made by tests/fixtures/generate.py.
-OWN_FIXTURES = Path(__file__).resolve().parent / "fixtures"
+#: Checkpoints TensorFlow 2.21 wrote, each folder with TF's reading of it (expected.json);
+#: committed, made by tests/fixtures/generate.py (tests/fixtures/README.md lists them).
+TF_FIXTURES = Path(__file__).resolve().parent / "fixtures" / "tf-2.21"
 
 
 @pytest.fixture(scope="session")
@@ -38,11 +32,16 @@ def tf() -> ModuleType:
 
 
 @pytest.fixture(scope="session")
-def shared_fixtures() -> Path:
-    """The folder of checkpoints written by TensorFlow 2.21 (skips when absent)."""
-    if not SHARED_FIXTURES.is_dir():  # pragma: no cover - shared/ sits beside every checkout
-        pytest.skip(f"reference checkpoints not found at {SHARED_FIXTURES}")
-    return SHARED_FIXTURES
+def tf_fixtures() -> Path:
+    """tests/fixtures/tf-2.21: part of the repository, so missing is a failure, never a skip."""
+    if not (TF_FIXTURES / "MANIFEST.json").is_file():
+        pytest.fail(
+            f"reference checkpoints missing: {TF_FIXTURES / 'MANIFEST.json'} does not exist; "
+            "they are committed with the tests (restore them with git), or regenerate them "
+            "with `.venv/bin/python tests/fixtures/generate.py`",
+            pytrace=False,
+        )
+    return TF_FIXTURES
 
 
 def load_expected(folder: Path) -> dict[str, Any]:

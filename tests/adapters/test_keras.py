@@ -60,8 +60,8 @@ def run_helper(task: str, backend: str, work: Path, fixture: str = "") -> dict[s
 
 
 @pytest.fixture(scope="module")
-def seed_prefix(shared_fixtures: Path) -> str:
-    return str(shared_fixtures / "keras_adam" / "ckpt-1")
+def seed_prefix(tf_fixtures: Path) -> str:
+    return str(tf_fixtures / "keras_adam" / "ckpt-1")
 
 
 @pytest.fixture(scope="module")

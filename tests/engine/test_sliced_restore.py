@@ -114,10 +114,10 @@ def test_overlaps_and_gaps_are_refused_before_any_part_is_read(tmp_path, monkeyp
 
 
 @pytest.mark.parametrize("fixture", ["sharded_variable/ckpt", "max_shard_size/ckpt"])
-def test_tensorflow_partitioned_variables_restore_into_live_arrays(shared_fixtures, fixture):
+def test_tensorflow_partitioned_variables_restore_into_live_arrays(tf_fixtures, fixture):
     # sharded_variable: TF2 ShardedVariable, two row blocks (the parallel pass);
     # max_shard_size: `mod/a` cut into row and column blocks over five shards (part by part).
-    prefix = shared_fixtures / fixture
+    prefix = tf_fixtures / fixture
     with BundleReader(prefix) as reader:
         names = [k for k in reader.keys() if k.startswith("mod/")]  # noqa: SIM118
         live = {k: np.zeros(reader.info(k).shape, reader.info(k).dtype.numpy) for k in names}

@@ -1,8 +1,8 @@
 """Write the seed corpus of `fuzz_bundle.py`: real single-shard bundles, framed.
 
-    .venv/bin/python tests/fuzz/make_seeds.py /tmp/seeds
+    .venv/bin/python -m tests.fuzz.make_seeds /tmp/seeds
 
-Seeds: every single-shard checkpoint TensorFlow 2.21 wrote in shared/fixtures, and
+Seeds: every single-shard checkpoint TensorFlow 2.21 wrote in tests/fixtures/tf-2.21, and
 bundles trackpoint writes (every dtype family, strings, a sliced tensor, an object graph).
 """
 
@@ -23,7 +23,7 @@ from trackpoint.format import BundleWriter
 from .fuzz_bundle import frame
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-FIXTURES = os.path.join(HERE, "..", "..", "..", "shared", "fixtures", "tf2.21")
+FIXTURES = os.path.join(HERE, "..", "fixtures", "tf-2.21")
 
 
 def _framed(prefix: str) -> bytes | None:

@@ -121,7 +121,7 @@ def test_dict_with_non_string_key_is_refused() -> None:
         GraphView(root)
 
 
-def test_object_graph_bytes_match_tensorflow_fixture(shared_fixtures: Path) -> None:
+def test_object_graph_bytes_match_tensorflow_fixture(tf_fixtures: Path) -> None:
     # The tf.Module tree of the module_slots fixture, rebuilt with trackpoint objects,
     # yields the very object graph TF wrote (full_name aside).
     from trackpoint.format.protos import trackable_object_graph_pb2 as graph_pb2
@@ -141,7 +141,7 @@ def test_object_graph_bytes_match_tensorflow_fixture(shared_fixtures: Path) -> N
     ckpt = trackpoint.Checkpoint(net=root, opt=opt)
     ckpt.save_counter  # noqa: B018
     ours = GraphView(ckpt).to_proto()
-    reader = trackpoint.load_checkpoint(shared_fixtures / "module_slots")
+    reader = trackpoint.load_checkpoint(tf_fixtures / "module_slots")
     theirs = graph_pb2.TrackableObjectGraph.FromString(
         bytes(reader.get_tensor("_CHECKPOINTABLE_OBJECT_GRAPH")[()])
     )

@@ -1,10 +1,10 @@
 """Compare what trackpoint reads with an `expected.json` that TensorFlow's own reader wrote.
 
-The JSON layout is the one of `shared/fixtures/tf2.21/gen_expected.py` (and of our own
-`tests/fixtures/generate.py`): per checkpoint `prefix`, `tensors` {key: {dtype, shape,
-values, raw_hex?}} and the decoded `object_graph` (protobuf JSON mapping with the proto's
-field names). Values are row-major; complex as [re, im]; strings as UTF-8 text, or
-{"hex": ...} for bytes that are not UTF-8.
+The JSON layout is the one `tests/fixtures/generate.py` writes: per checkpoint `prefix`,
+`tensors` {key: {dtype, shape, values, raw_hex?}} and the decoded `object_graph` (protobuf
+JSON mapping with the proto's field names); per folder the sha256 of its `files`. Values
+are row-major; complex as [re, im]; strings as UTF-8 text, or {"hex": ...} for bytes that
+are not UTF-8.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ def _text_or_hex(item: bytes) -> str | dict[str, str]:
 
 
 def encode_values(value: Any, dtype_name: str) -> list[Any]:
-    """A tensor's values as expected.json spells them (as gen_expected.py's `enc`)."""
+    """A tensor's values as expected.json spells them (as generate.py's `_values`)."""
     flat = np.asarray(value, dtype=object if dtype_name == "string" else None).ravel()
     if dtype_name == "string":
         return [_text_or_hex(item) for item in flat]

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 import trackpoint
+from tests._compare import assert_bitwise_equal
 from trackpoint.format.protos import trackable_object_graph_pb2 as tp_graph_pb2
 from trackpoint.optimizers import Adam
 
@@ -285,8 +286,7 @@ def assert_same_state(actual: Any, expected: Any) -> Any:
     """Bit for bit: trackpoint's Adam computes in float32 with TF's kernel formulas."""
     assert actual.keys() == expected.keys()
     for key in expected:
-        assert actual[key].dtype == expected[key].dtype, key
-        np.testing.assert_array_equal(actual[key], expected[key], err_msg=key)
+        assert_bitwise_equal(actual[key], expected[key], key)
 
 
 @pytest.fixture(scope="module")
@@ -456,8 +456,8 @@ def test_unused_values_warn_when_the_status_is_dropped(tf_adam_saved):
 
 
 @pytest.fixture(scope="module")
-def keras_prefix(shared_fixtures):
-    return str(shared_fixtures / "keras_adam" / "ckpt-1")
+def keras_prefix(tf_fixtures):
+    return str(tf_fixtures / "keras_adam" / "ckpt-1")
 
 
 def test_keras_seed_lists_the_same_keys_and_shapes_as_tf(tf, keras_prefix):

@@ -118,7 +118,7 @@ def test_manager_checkpoints_read_as_in_tensorflow(tf, manager_folder, name):
 
 @pytest.fixture(scope="module")
 def max_shard_prefix(tf, tmp_path_factory):
-    # As shared/fixtures/tf2.21/README.md's max_shard_size, plus a few more dtypes.
+    # As tests/fixtures/tf-2.21/max_shard_size, plus a few more dtypes.
     prefix = tmp_path_factory.mktemp("max_shard") / "ckpt"
     module = tf.Module()
     module.a = tf.Variable(np.arange(24, dtype=np.float32).reshape(6, 4))
@@ -144,7 +144,7 @@ def test_max_shard_size_save_reads_as_in_tensorflow(tf, max_shard_prefix):
 
 @pytest.fixture(scope="module")
 def tf1_folder(tf, tmp_path_factory):
-    # As shared/fixtures/tf2.21/README.md's tf1_saver, on one device.
+    # As tests/fixtures/tf-2.21/tf1_saver, on one device.
     folder = tmp_path_factory.mktemp("tf1")
     tf1 = tf.compat.v1
     with tf.Graph().as_default():
