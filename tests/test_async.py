@@ -19,7 +19,9 @@ import numpy as np
 import pytest
 
 import trackpoint
+from tests._commit_log import RecordingStorage, assert_committed
 from trackpoint import checkpoint as checkpoint_module
+from trackpoint import storage
 from trackpoint.engine import AsyncSaver
 from trackpoint.format import read_checkpoint_state
 
@@ -321,6 +323,25 @@ def test_manager_deletes_old_checkpoints_only_after_the_commit(
     ]
     manager.close()
     assert ".trackpoint-writer.lock" not in os.listdir(tmp_path)
+
+
+@pytest.mark.parametrize("saver", ["checkpoint", "manager"])
+def test_async_save_commits_data_then_index_then_state_file(tmp_path: Path, saver: str) -> None:
+    ckpt = trackpoint.Checkpoint(v=trackpoint.Variable(np.arange(4, dtype=np.float32)))
+    store = RecordingStorage()
+    with storage.use(store):  # process-wide: the background writer uses it too
+        if saver == "manager":
+            manager = trackpoint.CheckpointManager(ckpt, tmp_path, max_to_keep=None)
+            path = manager.save(options=ASYNC)
+            manager.close()  # waits for the save
+        else:
+            path = ckpt.save(tmp_path / "ckpt", ASYNC)
+            ckpt.sync()
+    assert path == str(tmp_path / "ckpt-1")
+    assert_committed(
+        store.ops, path, num_shards=1, durable=True, state_file=tmp_path / "checkpoint"
+    )
+    assert _value(path).tolist() == [0, 1, 2, 3]
 
 
 # -- interpreter exit ---------------------------------------------------------------------------

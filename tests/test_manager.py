@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 
 import trackpoint
+from tests._commit_log import RecordingStorage, assert_committed
+from trackpoint import storage
 from trackpoint.format import read_checkpoint_state
 from trackpoint.storage import LOCK_NAME
 
@@ -46,6 +48,36 @@ def test_keeps_the_last_n_and_deletes_older_files(tmp_path: Path) -> None:
     assert len(state.all_model_checkpoint_timestamps) == 2
     assert state.last_preserved_timestamp is not None
     assert trackpoint.load_checkpoint(tmp_path).get_tensor("v/.ATTRIBUTES/VARIABLE_VALUE") == 3.0
+
+
+def test_save_commits_data_then_index_then_state_file_then_deletes_the_oldest(
+    tmp_path: Path,
+) -> None:
+    manager, _ = _manager(tmp_path, max_to_keep=1)
+    store = RecordingStorage()
+    with storage.use(store):
+        first = manager.save()
+        second_starts = len(store.ops)
+        second = manager.save()
+    manager.close()
+    assert (first, second) == (str(tmp_path / "ckpt-1"), str(tmp_path / "ckpt-2"))
+    state_file = tmp_path / "checkpoint"
+    first_ops, second_ops = store.ops[:second_starts], store.ops[second_starts:]
+    for ops, prefix in [(first_ops, tmp_path / "ckpt-1"), (second_ops, tmp_path / "ckpt-2")]:
+        assert_committed(ops, prefix, num_shards=1, durable=True, state_file=state_file)
+    # ckpt-1 goes only once the state file names ckpt-2, and its index before its data.
+    recorded = next(
+        i
+        for i, op in enumerate(second_ops)
+        if op.kind == "replace" and op.target == str(state_file)
+    )
+    deleted = [
+        (i, os.path.basename(op.path))
+        for i, op in enumerate(second_ops)
+        if op.kind == "unlink" and os.path.basename(op.path).startswith("ckpt-1.")
+    ]
+    assert [name for _, name in deleted] == ["ckpt-1.index", "ckpt-1.data-00000-of-00001"]
+    assert all(i > recorded for i, _ in deleted)
 
 
 def test_a_new_manager_adopts_the_folder_and_continues(tmp_path: Path) -> None:

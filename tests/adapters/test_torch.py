@@ -269,6 +269,50 @@ def test_optimizer_restores_into_fresh_empty_state_and_steps_identically(
     )
 
 
+def _slot_key(parameter: str, slot: str) -> str:
+    return f"model/{parameter}/.OPTIMIZER_SLOT/optimizer/{slot}/.ATTRIBUTES/VARIABLE_VALUE"
+
+
+@pytest.mark.parametrize(
+    ("name", "slots"),
+    [("sgd-momentum", ["momentum_buffer"]), ("adam", ["exp_avg", "exp_avg_sq", "step"])],
+    ids=["sgd-momentum", "adam"],
+)
+def test_optimizer_state_is_saved_under_tf_slot_keys_of_its_parameter(
+    tmp_path: Path, name: str, slots: list[str]
+) -> None:
+    # TF format doc §7.3: <variable path>/.OPTIMIZER_SLOT/<optimizer path>/<slot>/.ATTRIBUTES/
+    # VARIABLE_VALUE, every tensor of torch's per-parameter state a slot, nothing else.
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(2, 3), nn.ReLU(), nn.Linear(3, 1, bias=False))
+    optimizer = OPTIMIZERS[name](model.parameters())
+    optimizer.zero_grad()
+    model(torch.randn(4, 2)).pow(2).sum().backward()
+    optimizer.step()
+    path = trackpoint.Checkpoint(model=model, optimizer=optimizer).save(tmp_path / "ckpt")
+
+    parameters = {
+        "0/weight": model.get_parameter("0.weight"),
+        "0/bias": model.get_parameter("0.bias"),
+        "2/weight": model.get_parameter("2.weight"),
+    }
+    assert set(_keys(path)) == {
+        "_CHECKPOINTABLE_OBJECT_GRAPH",
+        "save_counter/.ATTRIBUTES/VARIABLE_VALUE",
+        "optimizer/param_groups/.ATTRIBUTES/py_state",
+        *(f"model/{p}/.ATTRIBUTES/VARIABLE_VALUE" for p in parameters),
+        *(_slot_key(p, slot) for p in parameters for slot in slots),
+    }
+    reader = trackpoint.load_checkpoint(path)
+    for parameter, tensor in parameters.items():
+        assert sorted(optimizer.state[tensor]) == sorted(slots)
+        for slot in slots:
+            saved = reader.get_tensor(_slot_key(parameter, slot))
+            theirs = optimizer.state[tensor][slot].numpy()
+            assert (saved.dtype, saved.shape) == (theirs.dtype, theirs.shape)
+            assert saved.tobytes() == theirs.tobytes()
+
+
 def test_optimizer_state_follows_the_parameter_not_its_position(tmp_path: Path) -> None:
     model = Net(seed=0)
     optimizer = torch.optim.Adam(model.parameters(), lr=0.01)

@@ -9,8 +9,10 @@ import numpy as np
 import pytest
 
 import trackpoint
+from tests._commit_log import RecordingStorage, assert_committed
 from tests._memory import traced_peak
 from tests.interop._values import DTYPE_SAMPLES, SHAPE_SAMPLES, strings
+from trackpoint import storage
 from trackpoint.engine import plan_save, read_into_many, write_bundle
 from trackpoint.engine._plan import BATCH_BYTES
 from trackpoint.errors import CorruptCheckpointError, InvalidValueError
@@ -18,6 +20,8 @@ from trackpoint.format import BundleReader, BundleWriter, data_file_name
 
 if TYPE_CHECKING:
     from pathlib import Path
+
+    from numpy.typing import NDArray
 
 MiB = 1 << 20
 
@@ -183,9 +187,24 @@ def test_failed_write_leaves_no_file(tmp_path, monkeypatch):
     assert files(tmp_path) == []
 
 
-def test_durable_save_reads_back(tmp_path):
+@pytest.mark.parametrize("durable", [False, True], ids=["plain", "durable"])
+def test_save_renames_every_data_file_before_the_index_appears(tmp_path, durable):
+    store = RecordingStorage()
+    with storage.use(store):
+        write_bundle(tmp_path / "ckpt", mixed_state(), num_shards=2, durable=durable)
+    assert_committed(store.ops, tmp_path / "ckpt", num_shards=2, durable=durable)
+
+
+def test_durable_save_syncs_each_file_before_its_rename_and_the_folder_after(tmp_path):
     items = mixed_state()
-    write_bundle(tmp_path / "ckpt", items, num_shards=2, durable=True)
+    store = RecordingStorage()
+    with storage.use(store):
+        write_bundle(tmp_path / "ckpt", items, num_shards=2, durable=True)
+    assert_committed(store.ops, tmp_path / "ckpt", num_shards=2, durable=True)
+    synced = {
+        os.path.basename(op.path).split(".tp-tmp-")[0] for op in store.ops if op.kind == "fsync"
+    }
+    assert synced == set(files(tmp_path))  # both data files and the index, nothing else
     assert_reads_back(tmp_path / "ckpt", items)
 
 
@@ -294,6 +313,63 @@ def test_restore_into_existing_arrays_allocates_little(tmp_path):
 
 
 # -- the checkpoint API -----------------------------------------------------------------
+
+
+def big_and_small_state(seed: int = 0) -> dict[str, NDArray[Any]]:
+    """Over 8 MiB in all (so the restore reads with several threads), large and small values."""
+    rng = np.random.default_rng(seed)
+    state: dict[str, NDArray[Any]] = {
+        f"big{i}": rng.random(400_000, dtype=np.float32)  # 1.5 MiB each
+        for i in range(6)
+    }
+    state.update({f"small{i:03d}": rng.integers(0, 100, 50) for i in range(300)})
+    return state
+
+
+def test_first_save_commits_data_then_index_then_state_file(tmp_path):
+    ckpt = trackpoint.Checkpoint(state=big_and_small_state())
+    store = RecordingStorage()
+    with storage.use(store):
+        path = ckpt.save(tmp_path / "ckpt")  # durable by default
+    assert path == str(tmp_path / "ckpt-1")
+    assert_committed(
+        store.ops, path, num_shards=1, durable=True, state_file=tmp_path / "checkpoint"
+    )
+
+
+def test_three_shard_save_commits_every_data_file_before_the_index(tmp_path):
+    state = {f"w{i}": np.full(MiB, i, np.float32) for i in range(6)}
+    store = RecordingStorage()
+    with storage.use(store):
+        path = trackpoint.Checkpoint(state=state).save(
+            tmp_path / "ckpt", trackpoint.CheckpointOptions(num_shards=3, threads=2)
+        )
+    assert BundleReader(path).num_shards == 3
+    assert_committed(
+        store.ops, path, num_shards=3, durable=True, state_file=tmp_path / "checkpoint"
+    )
+
+
+@pytest.mark.parametrize("name", ["big3", "small150"], ids=["large-value", "batched-small-value"])
+@pytest.mark.parametrize("how", ["restore", "read"])
+def test_restore_of_a_flipped_data_byte_raises_naming_the_tensor_and_file(tmp_path, name, how):
+    state = big_and_small_state()
+    path = trackpoint.Checkpoint(state=state).save(tmp_path / "ckpt")
+    key = f"state/{name}/.ATTRIBUTES/VARIABLE_VALUE"
+    with BundleReader(path) as reader:
+        where = reader.locate(key, np.zeros_like(state[name]))
+        assert where is not None  # read by the engine's parallel pass
+        data_file, position = where.file, where.offset + where.size // 2
+    with open(data_file, "r+b") as f:
+        f.seek(position)
+        byte = f.read(1)[0]
+        f.seek(position)
+        f.write(bytes([byte ^ 0x10]))
+    fresh = {k: np.zeros_like(v) for k, v in state.items()}
+    with pytest.raises(CorruptCheckpointError, match="failed its checksum") as caught:
+        getattr(trackpoint.Checkpoint(state=fresh), how)(path)
+    assert (caught.value.key, caught.value.file) == (key, data_file)
+    assert f"tensor '{key}' in '{os.path.basename(data_file)}'" in str(caught.value)
 
 
 def test_checkpoint_options_choose_shards(tmp_path):

@@ -26,7 +26,8 @@ from trackpoint.errors import (
 from trackpoint.format import BundleReader, BundleWriter, TableBuilder, data_file_name
 from trackpoint.format._crc32c import crc32c, mask
 from trackpoint.format._dtypes import encode_strings
-from trackpoint.format._varint import decode_varint
+from trackpoint.format._sstable import MAGIC
+from trackpoint.format._varint import decode_varint, encode_varint
 from trackpoint.format.protos import tensor_bundle_pb2
 from trackpoint.reader import load_checkpoint
 
@@ -636,6 +637,50 @@ def test_undecodable_dtype_is_listed_but_not_read(tmp_path, number, name):
         assert reader.get_tensor("w").tolist() == [2.0]
 
 
+# -- Snappy-compressed index blocks ------------------------------------------------------
+
+
+def block_with_trailer(contents: bytes, block_type: int) -> bytes:
+    return (
+        contents
+        + bytes([block_type])
+        + struct.pack("<I", mask(crc32c(contents + bytes([block_type]))))
+    )
+
+
+def index_with_one_snappy_block(contents: bytes) -> bytes:
+    """A table whose one data block is `contents` labelled Snappy (crc right, handles right)."""
+    empty = struct.pack("<II", 0, 1)  # no entries, one restart point at 0
+    handle = encode_varint(0) + encode_varint(len(contents))
+    index = bytes([0, 1, len(handle)]) + b"\xff" + handle + struct.pack("<II", 0, 1)
+    out = block_with_trailer(contents, 1)
+    meta_handle = encode_varint(len(out)) + encode_varint(len(empty))
+    out += block_with_trailer(empty, 0)
+    index_handle = encode_varint(len(out)) + encode_varint(len(index))
+    out += block_with_trailer(index, 0)
+    return out + (meta_handle + index_handle).ljust(40, b"\0") + struct.pack("<Q", MAGIC)
+
+
+@pytest.mark.timeout(30)  # without the check, a bomb would allocate what it declares
+@pytest.mark.parametrize(
+    "declared", [30 * 64 // 3 + 1, 64 << 20], ids=["one-byte-over-the-expansion", "bomb"]
+)
+def test_reader_refuses_a_snappy_block_declaring_more_than_its_bytes_can_expand_to(
+    tmp_path, declared
+):
+    contents = encode_varint(declared) + bytes(30)  # 30 compressed bytes: at most 640 out
+    prefix = str(tmp_path / "ckpt")
+    with open(data_file_name(prefix, 0, 1), "wb"):
+        pass
+    with open(prefix + ".index", "wb") as f:
+        f.write(index_with_one_snappy_block(contents))
+    phrase = f"Snappy-compressed and declares {declared} bytes uncompressed, more than"
+    with pytest.raises(CorruptCheckpointError, match=phrase) as info:
+        BundleReader(prefix)
+    assert info.value.file == prefix + ".index"
+    assert "(at most 640)" in str(info.value)
+
+
 # -- doctored slices -----------------------------------------------------------------------
 
 
@@ -664,6 +709,18 @@ def test_reader_rejects_slice_outside_the_full_shape(tmp_path):
     with pytest.raises(CorruptCheckpointError, match="bad slice") as info:
         BundleReader(prefix)
     assert info.value.key == "emb"
+
+
+@pytest.mark.timeout(30)  # without the limit, opening walks every slice (or worse)
+def test_reader_refuses_an_entry_listing_more_slices_than_it_reads(tmp_path):
+    count = (1 << 16) + 1  # one over the limit
+    full = sliced_full_entry([count], *([(i, 1)] for i in range(count)))
+    prefix = make_bundle(tmp_path, {b"emb": full})
+    with pytest.raises(
+        UnsupportedCheckpointError, match=f"lists {count} slices, more than"
+    ) as info:
+        BundleReader(prefix)
+    assert (info.value.key, info.value.file) == ("emb", prefix + ".index")
 
 
 def test_reader_rejects_huge_sliced_shape_without_allocating(tmp_path):

@@ -11,6 +11,7 @@ import ml_dtypes
 import numpy as np
 import pytest
 
+from tests._commit_log import SyscallLog
 from tests._memory import traced_peak
 from trackpoint.errors import (
     CorruptCheckpointError,
@@ -766,11 +767,32 @@ def test_unfinished_writer_has_only_temporary_files(tmp_path):
     assert files_in(tmp_path) == []
 
 
-def test_durable_write_produces_the_same_files(tmp_path):
-    a = write(tmp_path / "a", {"v": np.arange(5)}, durable=True)
-    b = write(tmp_path / "b", {"v": np.arange(5)})
-    assert (tmp_path / "a.index").read_bytes() == (tmp_path / "b.index").read_bytes()
-    assert read_all(a)["v"].tolist() == read_all(b)["v"].tolist()
+SEVERAL = {f"v{i}": np.arange(5) + i for i in range(4)}
+
+
+@pytest.mark.parametrize("num_shards", [1, 3])
+def test_writer_renames_the_index_after_every_data_file(tmp_path, monkeypatch, num_shards):
+    # A bundle whose .index exists is complete: the index must appear last.
+    log = SyscallLog(monkeypatch)
+    write(tmp_path / "ckpt", SEVERAL, num_shards=num_shards)
+    log.assert_committed(tmp_path / "ckpt", num_shards=num_shards, durable=False)
+
+
+@pytest.mark.parametrize("num_shards", [1, 3])
+def test_durable_write_syncs_each_file_before_its_rename_and_the_folder_after(
+    tmp_path, monkeypatch, num_shards
+):
+    log = SyscallLog(monkeypatch)
+    durable = write(tmp_path / "a" / "ckpt", SEVERAL, num_shards=num_shards, durable=True)
+    log.assert_committed(durable, num_shards=num_shards, durable=True)
+    # The syncs change nothing in the files.
+    plain = write(tmp_path / "b" / "ckpt", SEVERAL, num_shards=num_shards)
+    assert files_in(tmp_path / "a") == files_in(tmp_path / "b")
+    for name in files_in(tmp_path / "a"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+    assert {k: v.tolist() for k, v in read_all(durable).items()} == {
+        k: v.tolist() for k, v in read_all(plain).items()
+    }
 
 
 def test_tracemalloc_sees_numpy_buffers():

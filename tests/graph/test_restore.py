@@ -140,6 +140,23 @@ def test_renamed_layer_error_suggests_the_rename(tmp_path: Path) -> None:
     status.expect_partial()
 
 
+def test_rename_hint_says_same_shapes_only_when_they_are_the_same(tmp_path: Path) -> None:
+    _, _, path = _trained(tmp_path)
+    renamed = trackpoint.Module()
+    renamed.dense_one = Dense(4, 11)  # renamed and resized: the shapes do not match
+    renamed.dense_2 = Dense(10, 2)
+    status = trackpoint.Checkpoint(model=renamed, optimizer=Adam()).restore(path)
+    with pytest.raises(trackpoint.MismatchError) as info:
+        status.assert_existing_objects_matched()
+    message = str(info.value)
+    assert (
+        "model.dense_one has no value in the checkpoint; the checkpoint has model.dense_1 "
+        "— was it renamed?"
+    ) in message
+    assert "same shapes" not in message
+    status.expect_partial()
+
+
 def test_missing_optimizer_is_named_with_the_fix(tmp_path: Path) -> None:
     net, _, path = _trained(tmp_path)
     model_only = Net(seed=3)

@@ -8,13 +8,15 @@ import numpy as np
 import pytest
 
 import trackpoint
-from trackpoint.graph import GraphView, Value, save_graph
+from trackpoint.graph import GraphView, Trackable, Value, save_graph
+from trackpoint.graph._keys import slot_key
 from trackpoint.optimizers import Adam
 
 from .conftest import Net
 
 if TYPE_CHECKING:
     from collections.abc import Callable
+    from pathlib import Path
 
 
 def _module_with_slots() -> trackpoint.Checkpoint:
@@ -113,3 +115,36 @@ def test_slot_variable_that_is_also_a_child_is_refused() -> None:
     with pytest.raises(trackpoint.NotTrackableError) as expected:
         GraphView(ckpt)
     assert str(caught.value) == str(expected.value)
+
+
+class _DottedSlots(Trackable):
+    """An optimizer whose one slot has a name TF must escape (`.` and `/`)."""
+
+    SLOT = "m.1/x"
+
+    def __init__(self, variable: trackpoint.Variable) -> None:
+        self._variable = variable
+        self._slot = trackpoint.Variable(np.full(3, 7.0, np.float32))
+
+    def slot_names(self) -> list[str]:
+        return [self.SLOT]
+
+    def get_slot(self, variable: object, slot_name: str) -> object | None:
+        return self._slot if variable is self._variable and slot_name == self.SLOT else None
+
+
+def test_slot_key_escapes_the_slot_name_as_tf_does() -> None:
+    # TF format doc §7.3: <variable path>/.OPTIMIZER_SLOT/<optimizer path>/<escape(slot)>/...
+    assert slot_key("net/a..b", "opt", "m.1/x") == (
+        "net/a..b/.OPTIMIZER_SLOT/opt/m..1.Sx/.ATTRIBUTES/VARIABLE_VALUE"
+    )
+
+
+def test_saved_slot_with_dots_and_slashes_gets_an_escaped_key(tmp_path: Path) -> None:
+    w = trackpoint.Variable(np.zeros(3, np.float32))
+    path = trackpoint.Checkpoint(w=w, opt=_DottedSlots(w)).write(tmp_path / "ckpt")
+    keys = {key for key, _ in trackpoint.list_variables(path)}
+    key = "w/.OPTIMIZER_SLOT/opt/m..1.Sx/.ATTRIBUTES/VARIABLE_VALUE"
+    assert key in keys
+    assert not any("m.1/x" in k for k in keys)
+    assert trackpoint.load_checkpoint(path).get_tensor(key).tolist() == [7.0, 7.0, 7.0]
