@@ -21,6 +21,7 @@ import optax  # noqa: E402
 from flax import nnx, struct  # noqa: E402
 
 import trackpoint  # noqa: E402
+from tests._compare import assert_bitwise_equal  # noqa: E402
 
 pytestmark = pytest.mark.jax
 
@@ -97,7 +98,7 @@ def _assert_same_tree(actual: Any, expected: Any) -> None:
         assert got.sharding == want.sharding
         if jnp.issubdtype(want.dtype, jax.dtypes.prng_key):
             got, want = jax.random.key_data(got), jax.random.key_data(want)
-        np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+        assert_bitwise_equal(np.asarray(got), np.asarray(want), str(want.dtype))
 
 
 @pytest.mark.parametrize("kind", list(_trees(0)), ids=str)
@@ -392,7 +393,7 @@ def test_resumed_training_equals_an_uninterrupted_run(tmp_path, flags):
     assert any("/mu/" in key for key in keys)
     for key in keys:
         if key != "_CHECKPOINTABLE_OBJECT_GRAPH":
-            np.testing.assert_array_equal(split.get_tensor(key), whole.get_tensor(key), key)
+            assert_bitwise_equal(split.get_tensor(key), whole.get_tensor(key), key)
 
 
 # ---------------------------------------------------------------------------------------

@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 from typing import TYPE_CHECKING
 
 import pytest
 
-from trackpoint.errors import CheckpointNotFoundError, CorruptCheckpointError
+from trackpoint import storage
+from trackpoint.errors import CheckpointNotFoundError, CorruptCheckpointError, SaveError
 from trackpoint.format import (
+    STATE_FILENAME,
     CheckpointState,
     latest_checkpoint,
     read_checkpoint_state,
     write_checkpoint_state,
 )
+from trackpoint.storage import Storage
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -52,9 +56,9 @@ def test_state_file_without_timestamps_reads_them_as_empty(tmp_path):
     assert state.last_preserved_timestamp is None
 
 
-def test_written_text_is_tf_layout(tmp_path, shared_fixtures):
+def test_written_text_is_tf_layout(tmp_path, tf_fixtures):
     # The manager fixture: CheckpointManager(max_to_keep=2) after 3 saves, written by TF 2.21.
-    tf_text = (shared_fixtures / "manager" / "checkpoint").read_text(encoding="utf-8")
+    tf_text = (tf_fixtures / "manager" / "checkpoint").read_text(encoding="utf-8")
     write_checkpoint_state(
         tmp_path,
         tmp_path / "ckpt-3",
@@ -76,20 +80,20 @@ def test_written_text_is_tf_layout(tmp_path, shared_fixtures):
     assert ours == tf_text  # same values, so the very same bytes
 
 
-def test_written_text_of_a_plain_save_is_tf_layout(tmp_path, shared_fixtures):
+def test_written_text_of_a_plain_save_is_tf_layout(tmp_path, tf_fixtures):
     # keras_adam: Checkpoint.save → only the latest, relative, no timestamps.
-    tf_text = (shared_fixtures / "keras_adam" / "checkpoint").read_text(encoding="utf-8")
+    tf_text = (tf_fixtures / "keras_adam" / "checkpoint").read_text(encoding="utf-8")
     write_checkpoint_state(tmp_path, tmp_path / "ckpt-1")
     assert (tmp_path / "checkpoint").read_text(encoding="utf-8") == tf_text
 
 
-def test_tf_written_state_files_read_back(shared_fixtures):
-    state = read_checkpoint_state(shared_fixtures / "manager")
+def test_tf_written_state_files_read_back(tf_fixtures):
+    state = read_checkpoint_state(tf_fixtures / "manager")
     assert state is not None
     assert state.raw_model_checkpoint_path == "ckpt-3"
     assert state.all_model_checkpoint_paths == (
-        str(shared_fixtures / "manager" / "ckpt-2"),
-        str(shared_fixtures / "manager" / "ckpt-3"),
+        str(tf_fixtures / "manager" / "ckpt-2"),
+        str(tf_fixtures / "manager" / "ckpt-3"),
     )
     assert state.all_model_checkpoint_timestamps == TIMESTAMPS
     assert state.last_preserved_timestamp == LAST_PRESERVED
@@ -140,12 +144,10 @@ def test_relative_paths_in_a_subfolder_are_joined_to_the_folder(tmp_path):
     assert state.model_checkpoint_path == os.path.join(str(tmp_path), "sub/ckpt-1")
 
 
-def test_moved_tf1_folder_falls_back_to_the_checkpoint_beside_the_state_file(
-    tmp_path, shared_fixtures
-):
+def test_moved_tf1_folder_falls_back_to_the_checkpoint_beside_the_state_file(tmp_path, tf_fixtures):
     # TF1 Saver wrote absolute paths of the machine that saved ("/old-machine/...").
     folder = tmp_path / "copied"
-    shutil.copytree(shared_fixtures / "tf1_saver", folder)
+    shutil.copytree(tf_fixtures / "tf1_saver", folder)
     state = read_checkpoint_state(folder)
     assert state is not None
     assert state.raw_model_checkpoint_path == "/old-machine/runs/tf1_saver/model.ckpt-3"
@@ -279,14 +281,66 @@ def test_writing_replaces_the_state_file_and_leaves_no_temporary_files(tmp_path)
     assert state.raw_model_checkpoint_path == "ckpt-2"
 
 
-def test_failed_write_keeps_the_old_state_file(tmp_path):
-    write_checkpoint_state(tmp_path, tmp_path / "ckpt-1")
-    before = (tmp_path / "checkpoint").read_bytes()
-    (tmp_path / "blocker").mkdir()
-    with pytest.raises(OSError):  # noqa: PT011 - the platform picks the errno
-        write_checkpoint_state(tmp_path, tmp_path / "ckpt-2", filename="blocker")
-    assert (tmp_path / "checkpoint").read_bytes() == before
-    assert sorted(os.listdir(tmp_path)) == ["blocker", "checkpoint"]
+class _FailingStateFileStorage(Storage):
+    """Fails one operation on the state file's temp (`checkpoint.tp-tmp-…`) with EIO."""
+
+    def __init__(self, operation: str) -> None:
+        self.operation = operation
+        self.failed: list[str] = []
+        self._temp_fds: set[int] = set()
+
+    def _fail(self, operation: str, path: str) -> None:
+        self.failed.append(operation)
+        raise OSError(errno.EIO, "injected I/O error", path)
+
+    def create(self, path: str) -> int:
+        temp = os.path.basename(path).startswith(f"{STATE_FILENAME}.tp-tmp-")
+        if temp and self.operation == "create":
+            self._fail("create", path)
+        fd = super().create(path)
+        if temp:
+            self._temp_fds.add(fd)
+        return fd
+
+    def pwrite(self, fd: int, data: memoryview | bytes, offset: int) -> int:
+        if fd in self._temp_fds and self.operation == "write":
+            self._fail("write", str(fd))
+        return super().pwrite(fd, data, offset)
+
+    def fsync(self, fd: int) -> None:
+        if fd in self._temp_fds and self.operation == "fsync":
+            self._fail("fsync", str(fd))
+        super().fsync(fd)
+
+    def close(self, fd: int) -> None:
+        super().close(fd)
+        if fd in self._temp_fds and self.operation == "close":
+            self._fail("close", str(fd))  # as NFS reports a failed write: after closing
+
+    def replace(self, source: str, target: str) -> None:
+        if os.path.basename(target) == STATE_FILENAME and self.operation == "rename":
+            self._fail("rename", source)
+        super().replace(source, target)
+
+
+@pytest.mark.parametrize("operation", ["create", "write", "fsync", "close", "rename"])
+def test_failed_write_keeps_the_old_state_file(tmp_path: Path, operation: str) -> None:
+    old = touch_checkpoint(tmp_path, "ckpt-1")
+    touch_checkpoint(tmp_path, "ckpt-2")  # the save whose state file update fails
+    write_checkpoint_state(tmp_path, old)
+    before = (tmp_path / STATE_FILENAME).read_bytes()
+    failing = _FailingStateFileStorage(operation)
+    with storage.use(failing), pytest.raises(SaveError) as info:
+        write_checkpoint_state(tmp_path, tmp_path / "ckpt-2", durable=True)
+    assert failing.failed == [operation]  # the state file itself was being replaced
+    assert info.value.errno == errno.EIO
+    assert info.value.file == str(tmp_path / STATE_FILENAME)
+    assert (tmp_path / STATE_FILENAME).read_bytes() == before
+    state = read_checkpoint_state(tmp_path)
+    assert state is not None
+    assert state.model_checkpoint_path == old
+    assert latest_checkpoint(tmp_path) == old  # not ckpt-2, though its index is there
+    assert sorted(os.listdir(tmp_path)) == ["checkpoint", "ckpt-1.index", "ckpt-2.index"]
 
 
 def test_custom_state_file_name(tmp_path):
