@@ -111,12 +111,22 @@ def predict(model: Any, kind: str) -> list[Any]:
     return out
 
 
+def exact(array: Any) -> dict[str, Any]:
+    """An array as JSON that keeps every bit: dtype, shape and its bytes in hex.
+
+    Lists of Python floats would hide -0.0, NaN payloads and the dtype; equal dicts here
+    mean equal bytes (tests.adapters.test_keras.decode turns one back into an array).
+    """
+    array = np.ascontiguousarray(array)
+    return {"dtype": array.dtype.name, "shape": list(array.shape), "hex": array.tobytes().hex()}
+
+
 def values(variables: list[Any]) -> list[Any]:
-    """Variables as plain lists; integers as int64 (TF's dtype for Keras's "int")."""
+    """Variables, each as `exact`; integers as int64 (TF's dtype for Keras's "int")."""
     out = []
     for v in variables:
         array = np.asarray(keras.ops.convert_to_numpy(v.value))
-        out.append(array.astype(np.int64).tolist() if array.dtype.kind == "i" else array.tolist())
+        out.append(exact(array.astype(np.int64) if array.dtype.kind == "i" else array))
     return out
 
 
@@ -146,7 +156,7 @@ def checkpoint_optimizer_values(prefix: str, optimizer: Any) -> list[Any]:
     paths += [f"_variables/{n}" for n in range(2, len(optimizer.variables))]
     with trackpoint.load_checkpoint(prefix) as reader:
         return [
-            np.asarray(reader.get_tensor(f"optimizer/{p}/.ATTRIBUTES/VARIABLE_VALUE")).tolist()
+            exact(np.asarray(reader.get_tensor(f"optimizer/{p}/.ATTRIBUTES/VARIABLE_VALUE")))
             for p in paths
         ]
 
@@ -346,9 +356,7 @@ def deferred_cases(fixture: str) -> dict[str, Any]:
     fixture_weights = None
     with trackpoint.load_checkpoint(fixture) as reader:
         fixture_weights = [
-            np.asarray(
-                reader.get_tensor(f"model/{layer}/{name}/.ATTRIBUTES/VARIABLE_VALUE")
-            ).tolist()
+            exact(np.asarray(reader.get_tensor(f"model/{layer}/{name}/.ATTRIBUTES/VARIABLE_VALUE")))
             for layer in ("dense_1", "dense_2")
             for name in ("_kernel", "bias")
         ]

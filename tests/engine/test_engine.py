@@ -10,6 +10,7 @@ import pytest
 
 import trackpoint
 from tests._commit_log import RecordingStorage, assert_committed
+from tests._compare import assert_bitwise_equal
 from tests._memory import traced_peak
 from tests.interop._values import DTYPE_SAMPLES, SHAPE_SAMPLES, strings
 from trackpoint import storage
@@ -50,7 +51,7 @@ def assert_reads_back(prefix: Path, items: list[tuple[str, Any]]) -> None:
     reader = BundleReader(prefix)
     assert sorted(reader.keys()) == sorted(k for k, _ in items)
     for key, value in items:
-        np.testing.assert_array_equal(reader.get_tensor(key), np.asarray(value))
+        assert_bitwise_equal(reader.get_tensor(key), np.asarray(value), key)
 
 
 # -- plans ------------------------------------------------------------------------------
@@ -397,13 +398,13 @@ def test_tensorflow_reads_a_multi_shard_save(tf, tmp_path):
     )
     assert BundleReader(prefix).num_shards == 3
     reader = tf.train.load_checkpoint(prefix)
-    np.testing.assert_array_equal(reader.get_tensor("kernel/.ATTRIBUTES/VARIABLE_VALUE"), kernel)
-    np.testing.assert_array_equal(reader.get_tensor("bias/.ATTRIBUTES/VARIABLE_VALUE"), bias)
+    assert_bitwise_equal(reader.get_tensor("kernel/.ATTRIBUTES/VARIABLE_VALUE"), kernel, "kernel")
+    assert_bitwise_equal(reader.get_tensor("bias/.ATTRIBUTES/VARIABLE_VALUE"), bias, "bias")
     theirs = tf.train.Checkpoint(
         kernel=tf.Variable(tf.zeros((300, 700))),
         bias=tf.Variable(tf.zeros(700)),
         step=tf.Variable(tf.constant(0, tf.int64)),
     )
     theirs.read(prefix).assert_consumed()
-    np.testing.assert_array_equal(theirs.kernel.numpy(), kernel)
+    assert_bitwise_equal(theirs.kernel.numpy(), kernel, "kernel restored by TF")
     assert int(theirs.step.numpy()) == 42
