@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 
 import trackpoint
+from tests._compare import assert_bitwise_equal
 from trackpoint import storage
 from trackpoint.errors import AsyncSaveError
 from trackpoint.format import STAGING_MARK, BundleReader, TableReader, find_staged
@@ -69,9 +70,11 @@ def read_step(prefix: str) -> int:
     (target.restore(prefix) if counted else target.read(prefix)).assert_consumed()
     step = int(target.step.numpy())
     want = make_state(step)
-    np.testing.assert_array_equal(target.model.w.numpy(), want.model.w.numpy())
-    np.testing.assert_array_equal(target.model.b.numpy(), want.model.b.numpy())
-    assert list(target.model.names.numpy()) == list(want.model.names.numpy())
+    assert_bitwise_equal(target.model.w.numpy(), want.model.w.numpy(), f"{prefix}: model.w")
+    assert_bitwise_equal(target.model.b.numpy(), want.model.b.numpy(), f"{prefix}: model.b")
+    assert_bitwise_equal(
+        target.model.names.numpy(), want.model.names.numpy(), f"{prefix}: model.names"
+    )
     return step
 
 
