@@ -85,6 +85,11 @@ DURABLE_SAVES = (
     f"{ENGINE}::test_first_save_commits_data_then_index_then_state_file",
     "tests/test_manager.py::test_save_commits_data_then_index_then_state_file_then_deletes_the_oldest",
 )
+CRASH_POINTS = "tests/reliability/test_crash_points.py"
+CRASH_PARTIAL = (
+    f"{CRASH_POINTS}::test_every_crash_point_loses_nothing[manager-save-with-deletion-power]",
+    f"{CRASH_POINTS}::test_every_crash_point_loses_nothing[manager-save-with-deletion-torn]",
+)
 BUNDLE_DURABLE = (
     f"{BUNDLE}::test_durable_write_syncs_each_file_before_its_rename_and_the_folder_after",
 )
@@ -319,6 +324,44 @@ MUTATIONS: list[Mutation] = [
         new="        if False:\n",
         tests=(f"{BAD_INPUT}::test_reader_refuses_an_entry_listing_more_slices_than_it_reads",),
         breaks="an entry listing millions of slices is walked instead of refused",
+    ),  # -- the crash harness's disk models (tests/reliability) -----------------------------
+    # The torn disk: a data file renamed into place unsynced has its full size but not its
+    # bytes (the power disk shows it short instead; both must fail).
+    Mutation(
+        name="crash-harness-torn-data-unsynced",
+        file="engine/_write.py",
+        old="            if self.durable:\n                run_jobs(\n",
+        new="            if False:\n                run_jobs(\n",
+        tests=(f"{CRASH_POINTS}::test_every_crash_point_loses_nothing[first-save-torn]",),
+        breaks="data files renamed before they are durable, seen on the torn disk",
+        every_test=True,
+    ),
+    # Partial rename loss: the manager's first state-file write not durable. Power loss
+    # undoing every folder operation since the last folder fsync never shows it; keeping
+    # a prefix of them does (an empty state file).
+    Mutation(
+        name="crash-harness-partial-rename-first-state-write",
+        file="manager.py",
+        old=(
+            "            try:\n                self._record_state(durable)\n"
+            "            except OSError:\n"
+        ),
+        new=(
+            "            try:\n                self._record_state(False)\n"
+            "            except OSError:\n"
+        ),
+        tests=CRASH_PARTIAL,
+        breaks="the manager's first state-file write is not durable",
+        every_test=True,
+    ),
+    Mutation(
+        name="crash-harness-partial-rename-second-state-write",
+        file="manager.py",
+        old="                if self._sweep():\n                    self._record_state(durable)\n",
+        new="                if self._sweep():\n                    self._record_state(False)\n",
+        tests=CRASH_PARTIAL,
+        breaks="the manager's state-file write after deleting old checkpoints is not durable",
+        every_test=True,
     ),
 ]
 
