@@ -12,6 +12,8 @@ import pytest
 if TYPE_CHECKING:
     from types import ModuleType
 
+pytest_plugins = ["tests._hygiene"]  # every test leaves the process as it found it
+
 # TensorFlow logs at import; keep test output readable.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 

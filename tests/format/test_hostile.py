@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import faulthandler
 import io
 import json
 import os
@@ -75,20 +74,9 @@ I64 = "save_counter/.ATTRIBUTES/VARIABLE_VALUE"
 SHARD_OF = {F32: 0, STR: 0, BF16: 1, I64: 1}
 
 
-@contextlib.contextmanager
-def no_hang(seconds: float) -> Iterator[None]:
-    """Kill the run with every thread's stack if the block takes longer (a hang, not slowness)."""
-    faulthandler.dump_traceback_later(seconds, exit=True)
-    try:
-        yield
-    finally:
-        faulthandler.cancel_dump_traceback_later()
-
-
-@pytest.fixture
-def hang_guard() -> Iterator[None]:
-    with no_hang(5):
-        yield
+#: A hostile file must not make a reader hang: a test that takes longer fails, by name,
+#: with every thread's stack (pytest-timeout; the test's body only, not shared fixtures).
+hang_guard = pytest.mark.timeout(30, func_only=True)
 
 
 # -- the fixture: 4 tensors in 2 shards ---------------------------------------------------
@@ -249,9 +237,10 @@ def memory_bound(input_bytes: int) -> Iterator[None]:
     assert peak.bytes <= limit, f"peak {peak.bytes} bytes for {input_bytes} of input"
 
 
+@pytest.mark.timeout(120, func_only=True)
 def test_every_index_bit_flip_is_refused_or_provably_harmless(tmp_path, pristine):
     size = len(pristine.index) + sum(map(len, pristine.shards))
-    with no_hang(120), memory_bound(size):
+    with memory_bound(size):
         cases = index_bit_flips_are_caught(tmp_path, pristine.index, pristine)
     assert cases == 8 * len(pristine.index)
 
@@ -265,11 +254,11 @@ def snappy_index(index: bytes) -> bytes:
     return out.getvalue()
 
 
+@pytest.mark.timeout(120, func_only=True)
 def test_every_bit_flip_of_a_snappy_index_is_refused_or_provably_harmless(tmp_path, pristine):
     index = snappy_index(pristine.index)
     assert same(read_all(place(tmp_path, index, pristine.shards, "ckpt-2")), pristine.expected)
-    with no_hang(120):
-        index_bit_flips_are_caught(tmp_path, index, pristine)
+    index_bit_flips_are_caught(tmp_path, index, pristine)
 
 
 def owner(pristine: Pristine, shard: int, position: int) -> str:
@@ -279,11 +268,12 @@ def owner(pristine: Pristine, shard: int, position: int) -> str:
     raise AssertionError(f"byte {position} of shard {shard} belongs to no tensor")
 
 
+@pytest.mark.timeout(120, func_only=True)
 def test_every_data_byte_flip_names_the_shard_and_the_tensor(tmp_path, pristine):
     prefix = place(tmp_path, pristine.index, pristine.shards, "ckpt-2")
     cases = 0
     size = len(pristine.index) + sum(map(len, pristine.shards))
-    with no_hang(120), memory_bound(size):
+    with memory_bound(size):
         for shard, content in enumerate(pristine.shards):
             path = data_file_name(prefix, shard, 2)
             for position in range(len(content)):
@@ -316,17 +306,17 @@ def test_every_data_byte_flip_names_the_shard_and_the_tensor(tmp_path, pristine)
     assert same(read_all(prefix), pristine.expected)
 
 
+@pytest.mark.timeout(60, func_only=True)
 def test_index_truncated_at_every_byte_is_refused(tmp_path, pristine):
     prefix = place(tmp_path, pristine.index, pristine.shards, "ckpt-2")
     path = prefix + ".index"
-    with no_hang(60):
-        for keep in range(len(pristine.index)):
-            os.truncate(path, keep)
-            with pytest.raises(CorruptCheckpointError) as info:
-                BundleReader(prefix)
-            assert info.value.file == path
-            with open(path, "wb") as f:
-                f.write(pristine.index)
+    for keep in range(len(pristine.index)):
+        os.truncate(path, keep)
+        with pytest.raises(CorruptCheckpointError) as info:
+            BundleReader(prefix)
+        assert info.value.file == path
+        with open(path, "wb") as f:
+            f.write(pristine.index)
 
 
 def data_cuts(pristine: Pristine, shard: int) -> list[int]:
@@ -486,7 +476,8 @@ def replace_with(path: str, kind: str) -> None:
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs and /dev/zero")
 @pytest.mark.parametrize("kind", ["empty", "directory", "fifo", "dev-zero-symlink"])
 @pytest.mark.parametrize("which", [0, 1, 2], ids=["index", "shard-0", "shard-1"])
-def test_file_replaced_by_something_else_is_refused(tmp_path, pristine, hang_guard, kind, which):
+@hang_guard
+def test_file_replaced_by_something_else_is_refused(tmp_path, pristine, kind, which):
     prefix = place(tmp_path, pristine.index, pristine.shards, "ckpt-2")
     path = files_of(prefix)[which]
     replace_with(path, kind)
@@ -521,29 +512,29 @@ def test_cli_verify_names_every_bad_tensor_and_exits_1(tmp_path, pristine, capsy
 
 
 @pytest.mark.skipif(not STRESS, reason="TRACKPOINT_STRESS=1 runs random multi-byte mutations")
+@pytest.mark.timeout(600, func_only=True)
 def test_random_mutations_raise_only_trackpoint_errors(tmp_path, pristine):
     seed = int(os.environ.get("TRACKPOINT_SEED", "6"))
     print(f"TRACKPOINT_SEED={seed}")
     rng = np.random.default_rng(seed)
     prefix = place(tmp_path, pristine.index, pristine.shards, "ckpt-2")
     originals = [pristine.index, *pristine.shards]
-    with no_hang(600):
-        for _ in range(20_000):
-            which = int(rng.integers(3))
-            content = bytearray(originals[which])
-            for _ in range(int(rng.integers(1, 9))):
-                content[int(rng.integers(len(content)))] ^= int(rng.integers(1, 256))
-            if rng.random() < 0.2:
-                del content[int(rng.integers(len(content))) :]
-            path = files_of(prefix)[which]
-            with open(path, "wb") as f:
-                f.write(content)
-            for mmap in (False, True):
-                got = outcome(prefix, mmap=mmap)
-                if isinstance(got, TrackpointError):
-                    assert got.file is not None
-            with open(path, "wb") as f:
-                f.write(originals[which])
+    for _ in range(20_000):
+        which = int(rng.integers(3))
+        content = bytearray(originals[which])
+        for _ in range(int(rng.integers(1, 9))):
+            content[int(rng.integers(len(content)))] ^= int(rng.integers(1, 256))
+        if rng.random() < 0.2:
+            del content[int(rng.integers(len(content))) :]
+        path = files_of(prefix)[which]
+        with open(path, "wb") as f:
+            f.write(content)
+        for mmap in (False, True):
+            got = outcome(prefix, mmap=mmap)
+            if isinstance(got, TrackpointError):
+                assert got.file is not None
+        with open(path, "wb") as f:
+            f.write(originals[which])
 
 
 # -- 4.4: adversarial structure with every checksum recomputed -------------------------------
@@ -1023,7 +1014,8 @@ def attempt(prefix: str) -> TrackpointError | None:
 
 
 @pytest.mark.parametrize("name", list(ATTACKS))
-def test_doctored_structure_is_refused_within_budget(tmp_path, hang_guard, name):
+@hang_guard
+def test_doctored_structure_is_refused_within_budget(tmp_path, name):
     attack = ATTACKS[name]()
     num_shards = attack.num_shards or len(attack.shards)
     prefix = str(tmp_path / "ckpt")
@@ -1278,7 +1270,8 @@ def test_100_mb_state_file_is_refused_without_reading_it(tmp_path):
 
 
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
-def test_fifo_named_checkpoint_does_not_block(tmp_path, pristine, hang_guard):
+@hang_guard
+def test_fifo_named_checkpoint_does_not_block(tmp_path, pristine):
     place(tmp_path, pristine.index, pristine.shards, "ckpt-1")
     os.mkfifo(tmp_path / "checkpoint")
     with pytest.raises(CorruptCheckpointError, match="not a regular file") as info:

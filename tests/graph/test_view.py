@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import trackpoint
-from trackpoint.graph import GraphView, display_path, escape_local_name
+from trackpoint.graph import GraphView, _trackable, display_path, escape_local_name
 from trackpoint.optimizers import Adam
 
 from .conftest import Net
@@ -101,7 +101,9 @@ def test_cycles_terminate() -> None:
     assert _keys(a) == ["w/.ATTRIBUTES/VARIABLE_VALUE"]
 
 
-def test_unknown_object_type_names_its_path_and_register() -> None:
+def test_unknown_object_type_names_its_path_and_register(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The registration is process-wide: this test's own registry, dropped at its end.
+    monkeypatch.setattr(_trackable, "_REGISTRY", dict(_trackable._REGISTRY))
     root = trackpoint.Module()
     root.things = [object()]  # not trackable: skipped inside containers
     assert _keys(root) == []

@@ -397,6 +397,22 @@ _TWO = trackpoint.CheckpointOptions(num_shards=2, threads=2)
 _TIMER = "test-interrupt-timer"
 
 
+@pytest.fixture
+def sigint_raises() -> Iterator[None]:
+    """SIGINT handled by Python's `default_int_handler` for the test, then as it was.
+
+    `_thread.interrupt_main()` raises KeyboardInterrupt only while that is SIGINT's
+    handler: under another one (a framework's, a runner's, SIG_IGN left by earlier code)
+    no interrupt lands, and these tests would count zero hits, whatever the code does.
+    """
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        # None: a handler installed outside Python, which Python cannot put back.
+        signal.signal(signal.SIGINT, signal.default_int_handler if previous is None else previous)
+
+
 def _commit_steps(folder: str, steps: range) -> None:
     ckpt = other.make_state(0, *_INTERRUPTED)
     with trackpoint.CheckpointManager(ckpt, folder, max_to_keep=2) as manager:
@@ -462,6 +478,7 @@ def _interrupted_save(
 # is the folder.
 @pytest.mark.filterwarnings("ignore::ResourceWarning")
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+@pytest.mark.usefixtures("sigint_raises")
 def test_a_keyboard_interrupt_at_random_moments_of_a_save_loses_nothing(tmp_path):
     seed = int(os.environ.get("TRACKPOINT_KILL_SEED") or secrets.randbits(32))
     print(f"TRACKPOINT_KILL_SEED={seed}")
@@ -561,6 +578,7 @@ class _InterruptAt(storage.Storage):
         super().fsync_dir(path)
 
 
+@pytest.mark.usefixtures("sigint_raises")
 def test_a_keyboard_interrupt_at_every_file_operation_of_a_save_loses_nothing(tmp_path):
     folder = str(tmp_path)
     _commit_steps(folder, range(1, 4))
