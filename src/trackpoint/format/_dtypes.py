@@ -2,7 +2,9 @@
 
 Every dtype TF writes into a bundle is here (TF format doc §4.4). bfloat16, the float8 kinds,
 float4_e2m1fn and the sub-byte integers come from `ml_dtypes`, whose in-memory layout (one
-byte per sub-byte element, value in the low bits) is exactly TF's on-disk layout. Quantized
+byte per sub-byte element, value in the low bits) is exactly TF's on-disk layout. Importing
+ml_dtypes takes most of a second, more than the rest of trackpoint: it is imported the first
+time one of its dtypes is needed (a checkpoint holds one, or a value has one). Quantized
 types read as their integer type but keep their TF name. `variant` and `resource` are
 listed with their names but cannot be decoded.
 
@@ -11,11 +13,12 @@ Knows bytes and dtypes, not files.
 
 from __future__ import annotations
 
+import functools
 import struct
-from dataclasses import dataclass
+import sys
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import ml_dtypes
 import numpy as np
 
 from trackpoint.errors import CorruptCheckpointError, NotTrackableError
@@ -39,12 +42,20 @@ class DType:
         enum: TF's `DataType` number (1 = float32, 7 = string, 14 = bfloat16, ...).
         name: TF's name for it (`tf.as_dtype(n).name`).
         numpy: The NumPy dtype values are read as; `object` for strings; None when
-            trackpoint cannot decode values of this dtype (variant, resource).
+            trackpoint cannot decode values of this dtype (variant, resource). For the
+            `ml_dtypes` kinds, asking for it imports ml_dtypes.
     """
 
     enum: int
     name: str
-    numpy: np.dtype[Any] | None
+    # A NumPy dtype, or the name of an ml_dtypes type (resolved when first asked for).
+    _numpy: np.dtype[Any] | str | None = field(repr=False)
+
+    @property
+    def numpy(self) -> np.dtype[Any] | None:
+        """The NumPy dtype values are read as (see the class's attributes)."""
+        spec = self._numpy
+        return _ml_dtype(spec) if isinstance(spec, str) else spec
 
     @property
     def is_string(self) -> bool:
@@ -79,7 +90,18 @@ STRING_ENUM = 7
 VARIANT_ENUM = 21
 RESOURCE_ENUM = 20
 
-_TABLE: tuple[tuple[int, str, DTypeLike | None], ...] = (
+
+@functools.cache
+def _ml_dtype(name: str) -> np.dtype[Any]:
+    """The NumPy dtype of ml_dtypes' type `name`, importing ml_dtypes the first time."""
+    import ml_dtypes
+
+    found: np.dtype[Any] = np.dtype(getattr(ml_dtypes, name))
+    return found
+
+
+# A str in the third column names an ml_dtypes type: imported only when needed.
+_TABLE: tuple[tuple[int, str, DTypeLike | str | None], ...] = (
     (1, "float32", np.float32),
     (2, "float64", np.float64),
     (3, "int32", np.int32),
@@ -93,7 +115,7 @@ _TABLE: tuple[tuple[int, str, DTypeLike | None], ...] = (
     (11, "qint8", np.int8),
     (12, "quint8", np.uint8),
     (13, "qint32", np.int32),
-    (14, "bfloat16", ml_dtypes.bfloat16),
+    (14, "bfloat16", "bfloat16"),
     (15, "qint16", np.int16),
     (16, "quint16", np.uint16),
     (17, "uint16", np.uint16),
@@ -103,30 +125,50 @@ _TABLE: tuple[tuple[int, str, DTypeLike | None], ...] = (
     (VARIANT_ENUM, "variant", None),
     (22, "uint32", np.uint32),
     (23, "uint64", np.uint64),
-    (24, "float8_e5m2", ml_dtypes.float8_e5m2),
-    (25, "float8_e4m3fn", ml_dtypes.float8_e4m3fn),
-    (26, "float8_e4m3fnuz", ml_dtypes.float8_e4m3fnuz),
-    (27, "float8_e4m3b11fnuz", ml_dtypes.float8_e4m3b11fnuz),
-    (28, "float8_e5m2fnuz", ml_dtypes.float8_e5m2fnuz),
-    (29, "int4", ml_dtypes.int4),
-    (30, "uint4", ml_dtypes.uint4),
-    (31, "int2", ml_dtypes.int2),
-    (32, "uint2", ml_dtypes.uint2),
-    (33, "float4_e2m1fn", ml_dtypes.float4_e2m1fn),
+    (24, "float8_e5m2", "float8_e5m2"),
+    (25, "float8_e4m3fn", "float8_e4m3fn"),
+    (26, "float8_e4m3fnuz", "float8_e4m3fnuz"),
+    (27, "float8_e4m3b11fnuz", "float8_e4m3b11fnuz"),
+    (28, "float8_e5m2fnuz", "float8_e5m2fnuz"),
+    (29, "int4", "int4"),
+    (30, "uint4", "uint4"),
+    (31, "int2", "int2"),
+    (32, "uint2", "uint2"),
+    (33, "float4_e2m1fn", "float4_e2m1fn"),
 )
 
 DTYPES_BY_ENUM: dict[int, DType] = {
-    enum: DType(enum, name, None if np_dtype is None else np.dtype(np_dtype))
+    enum: DType(
+        enum,
+        name,
+        np_dtype if np_dtype is None or isinstance(np_dtype, str) else np.dtype(np_dtype),
+    )
     for enum, name, np_dtype in _TABLE
 }
 DTYPES_BY_NAME: dict[str, DType] = {d.name: d for d in DTYPES_BY_ENUM.values()}
 _QUANTIZED = frozenset({11, 12, 13, 15, 16})
-# The dtype a NumPy array is saved as: its own, never a quantized twin.
-_BY_NUMPY: dict[np.dtype[Any], DType] = {
-    d.numpy: d
+# The dtypes a NumPy array can be saved as: its own, never a quantized twin.
+_SAVABLE = tuple(
+    d
     for d in DTYPES_BY_ENUM.values()
-    if d.numpy is not None and d.enum not in _QUANTIZED and not d.is_string
+    if d._numpy is not None and d.enum not in _QUANTIZED and not d.is_string
+)
+# NumPy dtype -> DType; the ml_dtypes kinds join once ml_dtypes is imported (`_by_numpy`).
+_BY_NUMPY: dict[np.dtype[Any], DType] = {
+    d._numpy: d for d in _SAVABLE if isinstance(d._numpy, np.dtype)
 }
+
+
+def _by_numpy(np_dtype: np.dtype[Any]) -> DType | None:
+    found = _BY_NUMPY.get(np_dtype)
+    if found is None and "ml_dtypes" in sys.modules:
+        # An array can only have an ml_dtypes dtype once ml_dtypes is imported, so this
+        # costs no import; the table is filled in place, once.
+        for d in _SAVABLE:
+            if isinstance(d._numpy, str):
+                _BY_NUMPY.setdefault(_ml_dtype(d._numpy), d)
+        found = _BY_NUMPY.get(np_dtype)
+    return found
 
 
 def dtype_from_enum(enum: int) -> DType | None:
@@ -161,11 +203,11 @@ def as_dtype(value: DType | str | DTypeLike) -> DType:
         raise NotTrackableError(f"{value!r} is not a dtype TensorFlow checkpoints hold") from err
     if np_dtype.kind in "OSU":
         return DTYPES_BY_ENUM[STRING_ENUM]
-    found = _BY_NUMPY.get(np_dtype.newbyteorder("=") if np_dtype.byteorder == ">" else np_dtype)
+    found = _by_numpy(np_dtype.newbyteorder("=") if np_dtype.byteorder == ">" else np_dtype)
     if found is None:
         raise NotTrackableError(
             f"NumPy dtype {np_dtype} has no TensorFlow equivalent; convert the value to one of: "
-            + ", ".join(sorted(d.name for d in _BY_NUMPY.values()))
+            + ", ".join(sorted(d.name for d in _SAVABLE))
         )
     return found
 
