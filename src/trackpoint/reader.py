@@ -22,6 +22,7 @@ from .format import (
     BundleReader,
     DType,
     find_staged,
+    is_outside,
     latest_checkpoint,
     read_checkpoint_state,
     roll_forward,
@@ -130,10 +131,16 @@ def _resolve_folder(folder: str) -> str:
                 roll_forward(named)
         if os.path.exists(_index_file_name(named)):
             return named
+        raw = state.raw_model_checkpoint_path
+        why = (
+            f"which is outside the folder, and the folder has no '{os.path.basename(named)}' "
+            "(only a folder's own checkpoints are read)"
+            if is_outside(folder, raw)
+            else "but its .index file is missing"
+        )
         raise CheckpointNotFoundError(
-            f"the state file in '{folder}' names '{state.raw_model_checkpoint_path}' as the latest "
-            f"checkpoint, but its .index file is missing ({_holds(folder)}); pass one of those "
-            "prefixes, or restore the missing files",
+            f"the state file in '{folder}' names '{raw}' as the latest checkpoint, {why} "
+            f"({_holds(folder)}); pass one of those prefixes, or restore the missing files",
             file=os.path.join(folder, "checkpoint"),
             candidates=found,
         )

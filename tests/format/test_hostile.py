@@ -1206,7 +1206,9 @@ def snapshot(folder: Path) -> dict[str, bytes]:
 
 
 @pytest.mark.parametrize("form", ["absolute", "dot-dot"])
-def test_state_file_pointing_outside_its_folder_is_read_and_never_touched(tmp_path, pristine, form):
+def test_state_file_pointing_outside_its_folder_is_ignored_and_never_touched(
+    tmp_path, pristine, form
+):
     outside = tmp_path / "other"
     outside.mkdir()
     place(outside, pristine.index, pristine.shards, "ckpt-9")
@@ -1218,9 +1220,10 @@ def test_state_file_pointing_outside_its_folder_is_read_and_never_touched(tmp_pa
         encoding="utf-8",
     )
     before = snapshot(outside)
-    latest = latest_checkpoint(run)
-    assert latest == os.path.join(str(run), named)
-    assert same(read_all(latest), pristine.expected)
+    # A folder's latest checkpoint is one of its own (issue 12; a divergence from TF).
+    with pytest.warns(TrackpointWarning, match="outside"):
+        assert latest_checkpoint(run) is None
+    assert same(read_all(str(outside / "ckpt-9")), pristine.expected)
     # A manager in `run` that saves and sweeps must leave the other folder alone.
     ckpt = trackpoint.Checkpoint(v=trackpoint.Variable(np.zeros(3, np.float32)))
     manager = trackpoint.CheckpointManager(ckpt, run, max_to_keep=1)

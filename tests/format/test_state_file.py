@@ -7,12 +7,19 @@ import os
 import shutil
 from typing import TYPE_CHECKING
 
+import numpy as np
 import pytest
 
-from trackpoint import storage
-from trackpoint.errors import CheckpointNotFoundError, CorruptCheckpointError, SaveError
+from trackpoint import load_checkpoint, storage
+from trackpoint.errors import (
+    CheckpointNotFoundError,
+    CorruptCheckpointError,
+    SaveError,
+    TrackpointWarning,
+)
 from trackpoint.format import (
     STATE_FILENAME,
+    BundleWriter,
     CheckpointState,
     latest_checkpoint,
     read_checkpoint_state,
@@ -127,7 +134,12 @@ def test_cwd_relative_path_outside_the_folder_is_written_absolute(tmp_path, monk
     expected = touch_checkpoint(tmp_path / "elsewhere", "ckpt-1")
     write_checkpoint_state("run", os.path.join("elsewhere", "ckpt-1"))
     assert f'model_checkpoint_path: "{expected}"' in (tmp_path / "run" / "checkpoint").read_text()
-    assert latest_checkpoint("run") == expected
+    state = read_checkpoint_state("run")
+    assert state is not None
+    assert state.raw_model_checkpoint_path == expected
+    # Read back, a checkpoint outside the folder is not the folder's latest.
+    with pytest.warns(TrackpointWarning, match="outside"):
+        assert latest_checkpoint("run") is None
 
 
 def test_cwd_relative_path_inside_the_folder_is_written_relative(tmp_path, monkeypatch):
@@ -156,23 +168,99 @@ def test_moved_tf1_folder_falls_back_to_the_checkpoint_beside_the_state_file(tmp
     assert latest_checkpoint(folder) == str(folder / "model.ckpt-3")
 
 
-def test_absolute_path_that_still_exists_is_used_as_it_is(tmp_path):
+def test_absolute_path_elsewhere_loses_to_the_same_name_beside_the_state_file(tmp_path):
+    # Divergence from TF (docs/format-layer.md): a folder's latest checkpoint is in it.
     original = touch_checkpoint(tmp_path / "original", "ckpt-1")
-    touch_checkpoint(tmp_path / "copy", "ckpt-1")
+    beside = touch_checkpoint(tmp_path / "copy", "ckpt-1")
     (tmp_path / "copy" / "checkpoint").write_text(f'model_checkpoint_path: "{original}"\n')
-    assert latest_checkpoint(tmp_path / "copy") == original
+    assert latest_checkpoint(tmp_path / "copy") == beside
 
 
-def test_absolute_path_with_nothing_beside_it_is_kept_and_latest_raises(tmp_path):
+def test_relative_path_out_of_the_folder_loses_to_the_same_name_beside_it(tmp_path):
+    touch_checkpoint(tmp_path / "outside", "ckpt-1")
+    beside = touch_checkpoint(tmp_path / "run", "ckpt-1")
+    (tmp_path / "run" / "checkpoint").write_text(
+        'model_checkpoint_path: "../outside/ckpt-1"\n'
+        'all_model_checkpoint_paths: "../outside/ckpt-1"\n'
+    )
+    state = read_checkpoint_state(tmp_path / "run")
+    assert state is not None
+    assert state.raw_model_checkpoint_path == "../outside/ckpt-1"
+    assert state.model_checkpoint_path == beside
+    assert state.all_model_checkpoint_paths == (beside,)
+    assert latest_checkpoint(tmp_path / "run") == beside
+
+
+@pytest.mark.parametrize("where", ["relative", "absolute"])
+def test_path_elsewhere_with_nothing_beside_it_is_ignored_with_a_warning(tmp_path, where):
+    outside = touch_checkpoint(tmp_path / "outside", "ckpt-7")
+    named = "../outside/ckpt-7" if where == "relative" else outside
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "checkpoint").write_text(f'model_checkpoint_path: "{named}"\n')
+    with pytest.warns(TrackpointWarning, match="outside") as caught:
+        assert latest_checkpoint(run) is None  # the folder holds no checkpoint
+    assert [w.filename for w in caught] == [__file__]
+    assert named in str(caught[0].message)
+    assert "ignored" in str(caught[0].message)
+    # Then the folder is scanned, as for a missing state file.
+    with BundleWriter(run / "ckpt-2") as writer:  # a complete one: the scan checks
+        writer.add("w", np.ones(2, np.float32))
+    own = str(run / "ckpt-2")
+    with pytest.warns(TrackpointWarning, match="outside") as caught:
+        assert latest_checkpoint(run) == own
+    assert len(caught) == 1
+    assert "using 'ckpt-2'" in str(caught[0].message)
+
+
+def test_absolute_path_that_leads_nowhere_is_ignored_and_the_folder_scanned(tmp_path):
     (tmp_path / "checkpoint").write_text('model_checkpoint_path: "/nowhere/ckpt-9"\n')
     state = read_checkpoint_state(tmp_path)
     assert state is not None
-    assert state.model_checkpoint_path == "/nowhere/ckpt-9"
-    # "No checkpoint" and "the recorded checkpoint is gone" must not look alike.
-    with pytest.raises(CheckpointNotFoundError, match="names '/nowhere/ckpt-9'") as info:
-        latest_checkpoint(tmp_path)
+    assert state.raw_model_checkpoint_path == "/nowhere/ckpt-9"
+    with pytest.warns(TrackpointWarning, match="'/nowhere/ckpt-9', outside"):
+        assert latest_checkpoint(tmp_path) is None
+    with pytest.raises(CheckpointNotFoundError, match="outside the folder") as info:
+        load_checkpoint(tmp_path)  # an explicit read names what it cannot read
     assert info.value.file == str(tmp_path / "checkpoint")
-    assert "delete the state file" in str(info.value)
+
+
+def test_copied_run_folder_with_tf1_absolute_paths_reads_its_own_checkpoints(tmp_path):
+    # `cp -r run1 run2`, TF1 Saver-style state file (absolute paths); then run1 goes on
+    # and overwrites its ckpt-2: run2 must still read run2's files, never run1's.
+    run1, run2 = tmp_path / "run1", tmp_path / "run2"
+    for n in (1, 2):
+        with BundleWriter(run1 / f"ckpt-{n}") as writer:
+            writer.add("w", np.full(3, float(n), np.float32))
+    (run1 / "checkpoint").write_text(
+        f'model_checkpoint_path: "{run1}/ckpt-2"\n'
+        f'all_model_checkpoint_paths: "{run1}/ckpt-1"\n'
+        f'all_model_checkpoint_paths: "{run1}/ckpt-2"\n'
+    )
+    shutil.copytree(run1, run2)
+    with BundleWriter(run1 / "ckpt-2") as writer:
+        writer.add("w", np.full(3, 99.0, np.float32))
+    assert latest_checkpoint(run2) == str(run2 / "ckpt-2")
+    state = read_checkpoint_state(run2)
+    assert state is not None
+    assert state.all_model_checkpoint_paths == (str(run2 / "ckpt-1"), str(run2 / "ckpt-2"))
+    with load_checkpoint(run2) as reader:
+        assert reader.prefix == str(run2 / "ckpt-2")
+        assert reader.get_tensor("w").tolist() == [2.0, 2.0, 2.0]
+
+
+@pytest.mark.parametrize("field", ["model_checkpoint_path", "all_model_checkpoint_paths"])
+def test_escaped_nul_in_a_path_is_a_corrupt_state_file(tmp_path, field):
+    touch_checkpoint(tmp_path, "ckpt-1")
+    latest = "ckpt-3" if field == "all_model_checkpoint_paths" else "ck\\000pt-1"
+    (tmp_path / "checkpoint").write_text(
+        f'model_checkpoint_path: "{latest}"\nall_model_checkpoint_paths: "ck\\000pt-1"\n'
+    )
+    for call in (read_checkpoint_state, latest_checkpoint, load_checkpoint):
+        with pytest.raises(CorruptCheckpointError, match="NUL") as info:
+            call(tmp_path)
+        assert info.value.file == str(tmp_path / "checkpoint")
+        assert "fix or delete it" in str(info.value)
 
 
 def test_latest_checkpoint_needs_the_index_file(tmp_path):

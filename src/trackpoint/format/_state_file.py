@@ -1,9 +1,13 @@
 """The `checkpoint` state file: a text-format `CheckpointState` naming a folder's latest checkpoint.
 
-Reading follows TF (relative paths are joined to the file's folder) with one repair TF
-lacks: when an absolute path no longer exists but a checkpoint of the same name sits beside
-the state file, the folder was moved or copied, and that one is used (TF format doc §1.3).
-Unlike TF, a state file that cannot be parsed is an error, never "no checkpoint".
+Reading follows TF (relative paths are joined to the file's folder) but keeps a folder's
+checkpoints in the folder, where TF follows any path the file names (TF format doc §1.3): a
+path that leads out of the folder (`../other/ckpt-1`, or an absolute path elsewhere, as TF1
+writes them) is read as the checkpoint of the same name beside the state file. That is what
+a moved or copied run folder needs (`cp -r run1 run2` must not read run1's files), and a
+state file cannot point a reader at files the folder's owner never wrote. Unlike TF, a
+state file that cannot be parsed, or names a path no file can have (a NUL byte), is an
+error, never "no checkpoint".
 
 Writing follows TF's layout (the same text format, relative paths for checkpoints in the
 same folder) via a temporary file renamed over the old one.
@@ -65,16 +69,28 @@ class CheckpointState:
     raw_model_checkpoint_path: str
 
 
+def is_outside(folder: str, path: str) -> bool:
+    """Whether the state file of `folder` naming `path` names a place outside `folder`.
+
+    Lexical (no symlink is followed): `sub/ckpt-1` is inside, `../x/ckpt-1` and an
+    absolute path into another folder are not.
+
+    Example:
+        >>> is_outside("runs/a", "ckpt-1"), is_outside("runs/a", "../b/ckpt-1")
+        (False, True)
+    """
+    top = os.path.abspath(folder or ".")
+    where = os.path.abspath(os.path.join(top, path))
+    return os.path.commonpath([top, where]) != top
+
+
 def _resolve(folder: str, path: str) -> str:
-    if not os.path.isabs(path):
-        return os.path.join(folder, path)
-    if not os.path.exists(path + ".index"):
-        # The folder was moved or copied: TF1 writes absolute paths of the machine that
-        # saved, which dangle (or worse, point at a stale original) after a move.
-        beside = os.path.join(folder, os.path.basename(path))
-        if os.path.exists(beside + ".index"):
-            return beside
-    return path
+    if is_outside(folder, path):
+        # A moved or copied folder (TF1 writes absolute paths of the machine that saved,
+        # which dangle, or worse point at the stale original), or a hostile file: the
+        # folder's own checkpoint of that name, whether or not it exists.
+        return os.path.join(folder, os.path.basename(os.path.normpath(path)))
+    return path if os.path.isabs(path) else os.path.join(folder, path)
 
 
 def read_checkpoint_state(
@@ -140,6 +156,14 @@ def read_checkpoint_state(
             f"{hint}",
             file=path,
         )
+    for named in (state.model_checkpoint_path, *state.all_model_checkpoint_paths):
+        if "\x00" in named:
+            # No file can have such a name; the OS refuses it (`embedded null byte`).
+            raise CorruptCheckpointError(
+                f"state file '{path}' names {named!r}, a path holding a NUL byte, which no "
+                f"checkpoint can have; {hint}",
+                file=path,
+            )
     return CheckpointState(
         model_checkpoint_path=_resolve(folder, state.model_checkpoint_path),
         all_model_checkpoint_paths=tuple(
@@ -231,6 +255,11 @@ def latest_checkpoint(folder: PathLike, *, filename: str = STATE_FILENAME) -> st
     checkpoint files, gives the newest complete checkpoint found in the folder, with a
     `TrackpointWarning`. None means the folder holds no checkpoint at all.
 
+    Only checkpoints inside `folder` are returned (unlike TF): a state file naming one
+    elsewhere (`../other/ckpt-3`, an absolute path into another folder) gives the
+    checkpoint of that name in `folder`; when there is none, the path is ignored with a
+    `TrackpointWarning` and the folder is scanned as if it had no state file.
+
     Raises:
         CorruptCheckpointError: the state file exists but cannot be read.
         CheckpointNotFoundError: the state file names a checkpoint that is gone and the
@@ -244,6 +273,22 @@ def latest_checkpoint(folder: PathLike, *, filename: str = STATE_FILENAME) -> st
             return named
         listed = [p for p in reversed(state.all_model_checkpoint_paths) if p != named]
         found = _newest_complete(folder, first=listed)
+        raw = state.raw_model_checkpoint_path
+        if is_outside(folder, raw):
+            # Not followed (a divergence from TF): treated as no state file, loudly.
+            using = (
+                f"using '{os.path.basename(found)}', the newest complete checkpoint in it"
+                if found is not None
+                else "the folder holds no checkpoint"
+            )
+            warnings.warn(
+                f"the state file '{os.path.join(folder, filename)}' names '{raw}', outside "
+                f"'{folder}', and the folder has no '{os.path.basename(named)}'; that path is "
+                f"ignored (trackpoint reads only the folder's own checkpoints): {using}",
+                TrackpointWarning,
+                stacklevel=2,
+            )
+            return found
         if found is None:
             raise CheckpointNotFoundError(
                 f"the state file '{os.path.join(folder, filename)}' names '{named}', whose "
