@@ -214,3 +214,123 @@ def test_a_manager_created_before_another_writer_saved_continues_from_the_folder
         "ckpt-4.data-00000-of-00001",
         "ckpt-4.index",
     ]
+
+
+# -- one numbered-save path (issue 12) ----------------------------------------------------
+
+
+def test_manager_and_checkpoint_save_through_the_same_public_numbered_save(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[str] = []
+    numbered = trackpoint.Checkpoint.save_numbered
+
+    def spy(self: trackpoint.Checkpoint, *args: object, **kwargs: object) -> str:
+        path: str = numbered(self, *args, **kwargs)  # type: ignore[arg-type]
+        calls.append(os.path.basename(path))
+        return path
+
+    monkeypatch.setattr(trackpoint.Checkpoint, "save_numbered", spy)
+    manager, _ = _manager(tmp_path / "managed", max_to_keep=2)
+    manager.save()
+    manager.save(options=trackpoint.CheckpointOptions(enable_async=True))
+    manager.sync()
+    trackpoint.Checkpoint(w=trackpoint.Variable(1.0)).save(tmp_path / "plain" / "ckpt")
+    assert calls == ["ckpt-1", "ckpt-2", "ckpt-1"]
+
+
+def test_checkpoint_save_whose_state_file_fails_gives_its_number_back(tmp_path: Path) -> None:
+    ckpt = trackpoint.Checkpoint(v=trackpoint.Variable(1.0))
+    (tmp_path / "checkpoint").mkdir()  # the state file cannot be replaced
+    with pytest.raises(trackpoint.TrackpointError):
+        ckpt.save(tmp_path / "ckpt")
+    assert int(ckpt.save_counter.numpy()) == 0  # as a manager's failed save does
+    (tmp_path / "checkpoint").rmdir()
+    assert ckpt.save(tmp_path / "ckpt") == str(tmp_path / "ckpt-1")
+
+
+# -- a broken latest checkpoint beside intact earlier ones (issue 12, point 6) -------------
+
+
+def _three_saves(folder: Path) -> trackpoint.CheckpointManager:
+    manager, v = _manager(folder, max_to_keep=5)
+    for value in (1.0, 2.0, 3.0):
+        v.assign(value)
+        manager.save()
+    manager.close()
+    return manager
+
+
+def _fresh(
+    folder: Path, **kwargs: object
+) -> tuple[trackpoint.CheckpointManager, trackpoint.Variable]:
+    manager, v = _manager(folder, max_to_keep=5, **kwargs)
+    v.assign(-1.0)
+    return manager, v
+
+
+def test_restore_of_a_latest_whose_data_file_moved_names_the_file_and_the_whole_ones(
+    tmp_path: Path,
+) -> None:
+    _three_saves(tmp_path)
+    moved = tmp_path / "ckpt-3.data-00000-of-00001"
+    moved.rename(tmp_path / "elsewhere")
+    manager, v = _fresh(tmp_path)
+    with pytest.raises(trackpoint.IncompleteCheckpointError) as info:
+        manager.checkpoint.restore(trackpoint.latest_checkpoint(tmp_path))
+    message = str(info.value)
+    assert message.startswith("'ckpt-3.data-00000-of-00001' is missing"), message
+    assert "ckpt-2, ckpt-1 are complete" in message
+    assert f"'{tmp_path / 'ckpt-2'}'" in message  # the one to pass instead
+    assert "fall_back=True" in message
+    assert "_CHECKPOINTABLE_OBJECT_GRAPH" not in message
+    assert info.value.file == str(moved)
+    assert float(v.numpy()) == -1.0  # nothing was restored from the broken one
+    with pytest.raises(trackpoint.IncompleteCheckpointError, match="ckpt-2, ckpt-1 are complete"):
+        manager.restore_or_initialize()
+
+
+def test_restore_or_initialize_falls_back_to_the_newest_checkpoint_that_verifies(
+    tmp_path: Path,
+) -> None:
+    _three_saves(tmp_path)
+    (tmp_path / "ckpt-3.data-00000-of-00001").unlink()
+    data = tmp_path / "ckpt-2.data-00000-of-00001"
+    raw = bytearray(data.read_bytes())
+    raw[0] ^= 0xFF  # ckpt-2 is whole in size but fails a checksum
+    data.write_bytes(bytes(raw))
+    manager, v = _fresh(tmp_path)
+    with pytest.warns(trackpoint.TrackpointWarning) as caught:
+        restored = manager.restore_or_initialize(fall_back=True)
+    assert restored == str(tmp_path / "ckpt-1")
+    assert float(v.numpy()) == 1.0
+    assert int(manager.checkpoint.save_counter.numpy()) == 1
+    assert [w.filename for w in caught] == [__file__]
+    message = str(caught[0].message)
+    assert "restored 'ckpt-1'" in message
+    assert "'ckpt-3': 'ckpt-3.data-00000-of-00001' is missing" in message
+    assert "'ckpt-2':" in message
+    assert "failed its checksum" in message
+    # Training goes on: the next save takes the number after the restored one.
+    assert manager.save() == str(tmp_path / "ckpt-2")
+
+
+def test_fall_back_restores_an_intact_latest_without_a_word(tmp_path: Path) -> None:
+    _three_saves(tmp_path)
+    manager, v = _fresh(tmp_path)
+    assert manager.restore_or_initialize(fall_back=True) == str(tmp_path / "ckpt-3")
+    assert float(v.numpy()) == 3.0
+
+
+def test_fall_back_with_no_checkpoint_that_verifies_raises_naming_each(tmp_path: Path) -> None:
+    _three_saves(tmp_path)
+    for n in (1, 2, 3):
+        (tmp_path / f"ckpt-{n}.data-00000-of-00001").unlink()
+    called: list[int] = []
+    manager, v = _fresh(tmp_path, init_fn=lambda: called.append(1))
+    with pytest.raises(trackpoint.IncompleteCheckpointError, match="no checkpoint in") as info:
+        manager.restore_or_initialize(fall_back=True)
+    for n in (1, 2, 3):
+        assert f"'ckpt-{n}.data-00000-of-00001' is missing" in str(info.value)
+    assert called == []  # never a silent start from scratch
+    assert float(v.numpy()) == -1.0

@@ -237,19 +237,22 @@ class Checkpoint(Module):
             previous=previous,
         )
 
-    def sync(self) -> None:
+    def sync(self, *, wait: bool = True) -> None:
         """Wait for the background save in flight (`enable_async`), if there is one.
+
+        Args:
+            wait: False: do not wait for a save still running; only raise the failure of
+                one that has finished (a manager's save skipped by its interval does so).
 
         Raises:
             AsyncSaveError: A background save failed; the checkpoint before it is intact
                 and still the latest. Raised once; the next save starts afresh.
         """
-        if self._async_saver is not None:
+        if self._async_saver is None:
+            return
+        if wait:
             self._async_saver.sync()
-
-    def _check_async(self) -> None:
-        """Raise a finished background save's failure, without waiting for one running."""
-        if self._async_saver is not None:
+        else:
             self._async_saver.check()
 
     def __enter__(self) -> Checkpoint:
@@ -274,29 +277,80 @@ class Checkpoint(Module):
         Returns:
             The prefix written.
         """
+        folder = os.path.dirname(os.fspath(file_prefix))
+        asynchronous = options is not None and options.enable_async
+
+        def commit(path: str, durable: bool) -> None:
+            write_checkpoint_state(folder, path, [path], durable=durable)
+
+        return self.save_numbered(
+            file_prefix,
+            options,
+            commit=commit,
+            previous=_recorded_latest(folder) if asynchronous else None,
+        )
+
+    def save_numbered(
+        self,
+        file_prefix: PathLike,
+        options: CheckpointOptions | None = None,
+        *,
+        commit: Callable[[str, bool], None],
+        checkpoint_number: int | None = None,
+        previous: str | None = None,
+    ) -> str:
+        """Write `file_prefix-N`, bump `save_counter`, then record it with `commit`.
+
+        The one numbered save: `save` records the checkpoint in the folder's state file,
+        `CheckpointManager.save` records it and deletes old ones. In order:
+
+        1. waits for the save in flight (raising its failure);
+        2. bumps `save_counter` (saved with the values) and picks N: `checkpoint_number`,
+           else the bumped counter;
+        3. writes the bundle (with `options.enable_async`: snapshots the values and
+           returns; steps 3-4 go on in the background);
+        4. calls `commit(path, durable)` once the bundle is complete.
+
+        A write or commit that fails gives the number back (`save_counter` is as before)
+        and leaves the previous latest checkpoint as it was.
+
+        Args:
+            file_prefix: The prefix before `-N`.
+            options: How to write it.
+            commit: Records the complete checkpoint `path`; `durable` is `options.durable`.
+            checkpoint_number: N, when not the counter's (the manager's `checkpoint_number`).
+            previous: The latest checkpoint meanwhile, named by an async save's error.
+
+        Returns:
+            The prefix written, `file_prefix-N`.
+
+        Raises:
+            AsyncSaveError: The previous (async) save failed.
+        """
         self.sync()  # the previous save completes (or reports its failure) first
+        options = options or CheckpointOptions()
         counter = self.save_counter
-        previous = int(counter.numpy())
-        counter.assign(previous + 1)
-        path = f"{os.fspath(file_prefix)}-{previous + 1}"
-        folder = os.path.dirname(path)
-        durable = (options or CheckpointOptions()).durable
+        count = int(np.asarray(counter.numpy()))
+        counter.assign(count + 1)
+        number = count + 1 if checkpoint_number is None else int(np.asarray(checkpoint_number))
+        path = f"{os.fspath(file_prefix)}-{number}"
+        durable = options.durable
         try:
-            if options is not None and options.enable_async:
+            if options.enable_async:
                 self._write_async(
                     path,
                     options,
-                    # The state file moves only after the bundle is complete.
-                    commit=lambda: write_checkpoint_state(folder, path, [path], durable=durable),
-                    on_failure=lambda: _undo_count(counter, previous),
-                    previous=_recorded_latest(folder),
+                    # Recorded only after the bundle is complete.
+                    commit=lambda: commit(path, durable),
+                    on_failure=lambda: _undo_count(counter, count),
+                    previous=previous,
                 )
                 return path
             self.write(path, options)
+            commit(path, durable)
         except BaseException:
-            counter.assign(previous)  # a failed save does not use up a number
+            counter.assign(count)  # a failed save does not use up a number
             raise
-        write_checkpoint_state(folder, path, [path], durable=durable)
         return path
 
     # -- restoring ---------------------------------------------------------------------------
@@ -433,7 +487,7 @@ def _write_items(
 
 def _undo_count(counter: Variable, previous: int) -> None:
     """Give back the number of a save that failed in the background (if still unused)."""
-    if int(counter.numpy()) == previous + 1:
+    if int(np.asarray(counter.numpy())) == previous + 1:
         counter.assign(previous)
 
 

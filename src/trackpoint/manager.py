@@ -22,7 +22,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from . import storage
-from .checkpoint import CheckpointOptions
 from .errors import InvalidValueError, SaveError, TrackpointError, TrackpointWarning
 from .format import (
     STAGING_MARK,
@@ -33,37 +32,21 @@ from .format import (
     roll_forward,
     write_checkpoint_state,
 )
-from .format import latest_checkpoint as _latest_in_folder
+from .format import latest_checkpoint as latest_checkpoint
 from .storage import WriterLock
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
     from ._typing import PathLike
-    from .checkpoint import Checkpoint
+    from .checkpoint import Checkpoint, CheckpointOptions
     from .format import CheckpointState
-    from .graph import Variable
 
 __all__ = ["CheckpointManager", "latest_checkpoint"]
 
 
-def latest_checkpoint(checkpoint_dir: PathLike) -> str | None:
-    """The newest checkpoint's prefix in `checkpoint_dir`, or None (`tf.train.latest_checkpoint`).
-
-    Raises:
-        CorruptCheckpointError: the folder's state file exists but cannot be read.
-    """
-    return _latest_in_folder(checkpoint_dir)
-
-
 def _as_int(value: Any) -> int:
     return int(np.asarray(value))
-
-
-def _undo_bump(counter: Variable, previous: int) -> None:
-    """Give back the number of a save that failed in the background (if still unused)."""
-    if _as_int(counter.numpy()) == previous + 1:
-        counter.assign(previous)
 
 
 class CheckpointManager:
@@ -210,7 +193,7 @@ class CheckpointManager:
         """
         # A finished background failure is reported even by a save that would be skipped;
         # a save still running is waited for only when this one really saves.
-        self._checkpoint._check_async()
+        self._checkpoint.sync(wait=False)
         if self._checkpoint_interval is not None:
             step = _as_int(self._step_counter)
             if self._last_checkpoint_step is not None:
@@ -221,28 +204,13 @@ class CheckpointManager:
             self._last_checkpoint_step = step
         self._checkpoint.sync()  # at most one save in flight
         self._take_folder()
-        counter = self._checkpoint.save_counter
-        previous = _as_int(counter.numpy())
-        counter.assign(previous + 1)
-        number = previous + 1 if checkpoint_number is None else _as_int(checkpoint_number)
-        path = f"{self._prefix}-{number}"
-        durable = (options or CheckpointOptions()).durable
-        try:
-            if options is not None and options.enable_async:
-                self._checkpoint._write_async(
-                    path,
-                    options,
-                    commit=lambda: self._commit(path, durable),
-                    on_failure=lambda: _undo_bump(counter, previous),
-                    previous=self._latest,
-                )
-                return path
-            self._checkpoint.write(path, options)
-            self._commit(path, durable)
-        except BaseException:
-            counter.assign(previous)
-            raise
-        return path
+        return self._checkpoint.save_numbered(
+            self._prefix,
+            options,
+            commit=self._commit,
+            checkpoint_number=checkpoint_number,
+            previous=self._latest,
+        )
 
     def sync(self) -> None:
         """Wait for the background save in flight (`enable_async`), if there is one.
