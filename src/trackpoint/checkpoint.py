@@ -43,7 +43,7 @@ from .graph import (
     to_trackable,
 )
 from .graph._trackable import check_compatible
-from .reader import resolve_prefix
+from .reader import broken_checkpoint_error, resolve_prefix, whole_checkpoint_problem
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Mapping
@@ -366,6 +366,12 @@ class Checkpoint(Module):
             return InitializationOnlyStatus()
         prefix = resolve_prefix(save_path)
         reader = BundleReader(prefix)
+        # Checked before anything is restored: a checkpoint missing a file fails here,
+        # naming the file and the whole checkpoints beside it, never halfway through.
+        problem = whole_checkpoint_problem(reader)
+        if problem is not None:
+            reader.close()
+            raise broken_checkpoint_error(problem, prefix)
         root = self._graph_root()
         if OBJECT_GRAPH_KEY not in reader:
             return _restore_by_name(reader, root, prefix)

@@ -22,17 +22,27 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from . import storage
-from .errors import InvalidValueError, SaveError, TrackpointError, TrackpointWarning
+from .errors import (
+    CheckpointNotFoundError,
+    CorruptCheckpointError,
+    IncompleteCheckpointError,
+    InvalidValueError,
+    SaveError,
+    TrackpointError,
+    TrackpointWarning,
+)
 from .format import (
     STAGING_MARK,
     STATE_FILENAME,
     TEMP_MARK,
+    BundleReader,
     find_staged,
     read_checkpoint_state,
     roll_forward,
     write_checkpoint_state,
 )
 from .format import latest_checkpoint as latest_checkpoint
+from .reader import checkpoints_in, whole_checkpoint_problem
 from .storage import WriterLock
 
 if TYPE_CHECKING:
@@ -340,7 +350,7 @@ class CheckpointManager:
                     f"'{os.path.basename(path)}' is saved and is the latest checkpoint, but "
                     f"removing the old ones failed ({error}); they are removed at a later save",
                     TrackpointWarning,
-                    stacklevel=3,
+                    stacklevel=4,  # _commit, save_numbered, save, the user
                 )
 
     def _undo_record(self, path: str, durable: bool) -> None:
@@ -413,8 +423,16 @@ class CheckpointManager:
 
     # -- restoring ------------------------------------------------------------------------
 
-    def restore_or_initialize(self) -> str | None:
+    def restore_or_initialize(self, *, fall_back: bool = False) -> str | None:
         """Restore the latest checkpoint if there is one, else call `init_fn`.
+
+        Args:
+            fall_back: When the latest checkpoint is broken (a data file moved away or
+                damaged), restore the newest one that verifies instead, with a
+                `TrackpointWarning` naming each one skipped and why. Each candidate is
+                read whole and its checksums checked before anything is restored from it
+                (for large checkpoints this reads the one restored twice). Off by
+                default: as in TF, the latest is restored or the call fails.
 
         Returns:
             The restored prefix, or None when initialized.
@@ -422,13 +440,106 @@ class CheckpointManager:
         Raises:
             AsyncSaveError: A background save in flight failed (it is waited for first, so
                 that "latest" is settled before restoring it).
+            IncompleteCheckpointError: A data file of the checkpoint (with `fall_back`:
+                of every checkpoint) is missing; nothing was restored and `init_fn` was
+                not called.
+            CorruptCheckpointError: Likewise for a damaged file.
+
+        Example:
+            >>> import os, tempfile, numpy as np, trackpoint
+            >>> folder = tempfile.mkdtemp()
+            >>> manager = trackpoint.CheckpointManager(
+            ...     trackpoint.Checkpoint(w=trackpoint.Variable(np.ones(2))), folder, max_to_keep=3
+            ... )
+            >>> _ = manager.save(), manager.save()
+            >>> os.remove(os.path.join(folder, "ckpt-2.data-00000-of-00001"))
+            >>> again = trackpoint.CheckpointManager(
+            ...     trackpoint.Checkpoint(w=trackpoint.Variable(np.zeros(2))), folder, max_to_keep=3
+            ... )
+            >>> import warnings
+            >>> with warnings.catch_warnings(record=True) as caught:
+            ...     warnings.simplefilter("always")
+            ...     restored = again.restore_or_initialize(fall_back=True)
+            >>> os.path.basename(restored), str(caught[0].message)[:54]
+            ('ckpt-1', "restored 'ckpt-1', not the latest checkpoint 'ckpt-2'")
         """
         self.sync()
         if self._latest is not None:
-            self._checkpoint.restore(self._latest)
+            prefix = self._latest
+            if fall_back:
+                prefix, skipped = self._newest_that_verifies()
+                if skipped:
+                    reasons = "; ".join(
+                        f"'{os.path.basename(p)}': {problem}" for p, problem in skipped
+                    )
+                    warnings.warn(
+                        f"restored '{os.path.basename(prefix)}', not the latest checkpoint "
+                        f"'{os.path.basename(self._latest)}', because the newer ones are "
+                        f"broken ({reasons}); training resumes from "
+                        f"'{os.path.basename(prefix)}', and the broken files stay until a "
+                        "save replaces them or you delete them",
+                        TrackpointWarning,
+                        stacklevel=2,
+                    )
+            self._checkpoint.restore(prefix)
             if self._checkpoint_interval is not None:
                 self._last_checkpoint_step = _as_int(self._step_counter)
-            return self._latest
+            return prefix
         if self._init_fn is not None:
             self._init_fn()
         return None
+
+    def _candidates(self) -> list[str]:
+        """The latest, then older checkpoints of this manager's folder, newest first."""
+        assert self._latest is not None  # noqa: S101 - the caller checked
+        found = [self._latest, *reversed(self._maybe_delete)]
+
+        def number(prefix: str) -> int:
+            return int(prefix.rsplit("-", 1)[1])
+
+        latest_name = os.path.basename(self._latest)
+        limit = number(latest_name) if self._own_name.fullmatch(latest_name) else None
+        own = [
+            p
+            for p in checkpoints_in(self._directory)
+            if self._own_name.fullmatch(os.path.basename(p))
+        ]
+        # Older ones kept for good (keep_checkpoint_every_n_hours) are candidates too; a
+        # number above the latest's is a save that never finished being recorded.
+        found += sorted(
+            (p for p in own if limit is None or number(os.path.basename(p)) < limit),
+            key=lambda p: number(os.path.basename(p)),
+            reverse=True,
+        )
+        return list(dict.fromkeys(found))
+
+    def _newest_that_verifies(
+        self,
+    ) -> tuple[str, list[tuple[str, IncompleteCheckpointError | CorruptCheckpointError]]]:
+        """The newest checkpoint that reads whole, and the ones skipped with their problem.
+
+        Raises:
+            IncompleteCheckpointError: none verifies (or CorruptCheckpointError).
+        """
+        skipped: list[tuple[str, IncompleteCheckpointError | CorruptCheckpointError]] = []
+        for prefix in self._candidates():
+            problem: IncompleteCheckpointError | CorruptCheckpointError | None
+            try:
+                with BundleReader(prefix) as bundle:
+                    problem = whole_checkpoint_problem(bundle, full=True)
+            except (CorruptCheckpointError, IncompleteCheckpointError) as err:
+                problem = err
+            except CheckpointNotFoundError as err:
+                problem = IncompleteCheckpointError(str(err), file=err.file)
+            if problem is None:
+                return prefix, skipped
+            skipped.append((prefix, problem))
+        reasons = "; ".join(f"'{os.path.basename(p)}': {problem}" for p, problem in skipped)
+        first = skipped[0][1]
+        raise type(first)(
+            f"no checkpoint in '{self._directory}' verifies, so nothing was restored (and "
+            f"init_fn was not called): {reasons}; restore the missing or damaged files, or "
+            "delete the checkpoints to start afresh",
+            file=first.file,
+            key=first.key,
+        )

@@ -22,6 +22,7 @@ from .format import (
     BundleReader,
     DType,
     find_staged,
+    is_complete,
     is_outside,
     latest_checkpoint,
     read_checkpoint_state,
@@ -34,7 +35,14 @@ if TYPE_CHECKING:
 
     from ._typing import PathLike
 
-__all__ = ["CheckpointReader", "latest_checkpoint", "list_variables", "load_checkpoint"]
+__all__ = [
+    "CheckpointReader",
+    "broken_checkpoint_error",
+    "latest_checkpoint",
+    "list_variables",
+    "load_checkpoint",
+    "whole_checkpoint_problem",
+]
 
 OBJECT_GRAPH_KEY = "_CHECKPOINTABLE_OBJECT_GRAPH"
 _DATA_SUFFIX = re.compile(r"\.data-\d{5,}-of-\d{5,}$")
@@ -283,6 +291,78 @@ def _verify_all(bundle: BundleReader) -> None:
         file=getattr(first, "file", None),
         key=bad[0][0],
     ) from first
+
+
+def whole_checkpoint_problem(
+    bundle: BundleReader, *, full: bool = False
+) -> IncompleteCheckpointError | CorruptCheckpointError | None:
+    """Why the checkpoint `bundle` reads cannot be restored whole, or None when it can.
+
+    The problem names the file first: a missing data file, or one shorter than the index
+    says. Reads no data unless `full` (or a file is short, to tell which).
+
+    Args:
+        bundle: The open checkpoint.
+        full: Also read every tensor and check its checksum (as `trackpoint verify`).
+
+    Returns:
+        The first problem found (`.file` is the bad file), or None.
+    """
+    base = os.path.basename(bundle.prefix)
+    if not bundle.data_files_complete():
+        for shard in range(bundle.num_shards):
+            path = bundle.data_path(shard)
+            if not os.path.isfile(path):
+                return IncompleteCheckpointError(
+                    f"'{os.path.basename(path)}' is missing from "
+                    f"'{os.path.dirname(path) or '.'}'; all files that start with '{base}.' "
+                    "must stay together",
+                    file=path,
+                )
+        full = True  # a data file is short: reading tells which one
+    if full:
+        for key, error in bundle.verify():
+            if isinstance(error, (IncompleteCheckpointError, CorruptCheckpointError)):
+                file = error.file or bundle.prefix
+                return type(error)(
+                    f"'{os.path.basename(file)}' is damaged: {error}", file=file, key=key
+                )
+    return None
+
+
+def broken_checkpoint_error(
+    problem: IncompleteCheckpointError | CorruptCheckpointError, prefix: str
+) -> IncompleteCheckpointError | CorruptCheckpointError:
+    """`problem` retold for a restore of `prefix`: the file, then the whole checkpoints beside.
+
+    Names the complete checkpoints in the same folder that come before `prefix` (newest
+    first; a cheap check: their files are all there), and how to restore one.
+    """
+    folder = os.path.dirname(prefix) or "."
+    name = os.path.basename(prefix)
+    others = [p for p in checkpoints_in(folder) if os.path.basename(p) != name]
+    before = [p for p in others if _natural_key(os.path.basename(p)) < _natural_key(name)]
+    earlier: list[str] = []
+    for candidate in reversed(before):
+        if is_complete(candidate):
+            earlier.append(candidate)
+            if len(earlier) == 3:
+                break
+    if not earlier:
+        advice = "no earlier checkpoint in the folder is complete; restore the missing files"
+    else:
+        names = ", ".join(os.path.basename(p) for p in earlier)
+        verb = "is" if len(earlier) == 1 else "are"
+        advice = (
+            f"{names} {verb} complete: restore '{os.path.basename(earlier[0])}' by passing "
+            f"'{earlier[0]}' instead (CheckpointManager.restore_or_initialize(fall_back=True) "
+            "restores the newest checkpoint that verifies)"
+        )
+    return type(problem)(
+        f"{problem}, so '{prefix}' cannot be restored; {advice}",
+        file=problem.file,
+        key=problem.key,
+    )
 
 
 def list_variables(path: PathLike) -> list[tuple[str, list[int]]]:

@@ -42,6 +42,7 @@ from ._sstable import TableReader as TableReader
 from ._state_file import STATE_FILENAME as STATE_FILENAME
 from ._state_file import CheckpointState as CheckpointState
 from ._state_file import fsync_dir as fsync_dir
+from ._state_file import is_complete as is_complete
 from ._state_file import is_outside as is_outside
 from ._state_file import latest_checkpoint as latest_checkpoint
 from ._state_file import read_checkpoint_state as read_checkpoint_state
@@ -78,6 +79,7 @@ __all__ = [
     "find_staged",
     "fsync_dir",
     "index_file_name",
+    "is_complete",
     "is_outside",
     "latest_checkpoint",
     "mask",

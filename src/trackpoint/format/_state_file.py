@@ -336,7 +336,7 @@ def _newest_complete(folder: str, *, first: Sequence[str]) -> str | None:
     Complete: the index reads and every data file holds the bytes it names.
     """
     for prefix in first:
-        if _complete(prefix):
+        if is_complete(prefix):
             return prefix
     try:
         entries = os.listdir(folder or ".")
@@ -355,12 +355,16 @@ def _newest_complete(folder: str, *, first: Sequence[str]) -> str | None:
             continue
         candidates.append((number, mtime, prefix))
     for _, _, prefix in sorted(candidates, reverse=True):
-        if _complete(prefix):
+        if is_complete(prefix):
             return prefix
     return None
 
 
-def _complete(prefix: str) -> bool:
+def is_complete(prefix: str) -> bool:
+    """Whether `prefix`'s index reads and its data files hold every byte it names.
+
+    Cheap: no tensor is read (checksums are `BundleReader.verify`'s job).
+    """
     from ._bundle import BundleReader
 
     try:
