@@ -11,6 +11,7 @@ import ml_dtypes
 import numpy as np
 import pytest
 
+import trackpoint
 from trackpoint.cli import main
 from trackpoint.format import BundleWriter, write_checkpoint_state
 
@@ -28,13 +29,17 @@ def run(tmp_path: Path) -> Path:
     return folder
 
 
+# The code under test, not whatever copy the interpreter would find on its own.
+SRC = str(Path(trackpoint.__file__).resolve().parent.parent)
+
+
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "trackpoint.cli", *args],
         capture_output=True,
         text=True,
         check=False,
-        env={"COLUMNS": "160", "PATH": "/usr/bin:/bin"},
+        env={"COLUMNS": "160", "PATH": "/usr/bin:/bin", "PYTHONPATH": SRC},
     )
 
 
@@ -106,3 +111,80 @@ def test_missing_checkpoint_exits_2_with_the_reason(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "CheckpointNotFoundError" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+# -- exit codes and `verify --all` (issue 12, point 6) --------------------------------------
+# Documented (module docstring, --help, docs/format-layer.md): 0 all good, 1 a checkpoint
+# has problems, 2 nothing could be opened or the command line was wrong.
+
+
+def _folder_of_three(folder: Path) -> Path:
+    for n in (1, 2, 3):
+        with BundleWriter(folder / f"ckpt-{n}") as writer:
+            writer.add("w", np.full(8, float(n), np.float32))
+    write_checkpoint_state(folder, folder / "ckpt-3", [folder / f"ckpt-{n}" for n in (1, 2, 3)])
+    return folder
+
+
+def _flip_first_byte(path: Path) -> None:
+    raw = bytearray(path.read_bytes())
+    raw[0] ^= 0xFF
+    path.write_bytes(bytes(raw))
+
+
+def test_verify_of_nothing_exits_2(tmp_path: Path) -> None:
+    result = _cli("verify", str(tmp_path / "nothing"))
+    assert result.returncode == 2, result.stderr
+    assert "CheckpointNotFoundError" in result.stderr
+
+
+def test_a_wrong_command_line_exits_2(tmp_path: Path) -> None:
+    assert _cli("verify").returncode == 2
+    assert _cli("verify", str(tmp_path), "--no-such-flag").returncode == 2
+
+
+def test_verify_all_reports_each_checkpoint_and_exits_1_for_a_bad_older_one(
+    tmp_path: Path,
+) -> None:
+    folder = _folder_of_three(tmp_path)
+    _flip_first_byte(folder / "ckpt-1.data-00000-of-00001")
+    plain = _cli("verify", str(folder))
+    assert plain.returncode == 0, plain.stderr  # the latest alone is fine ...
+    assert "--all" in plain.stdout  # ... and it says the others were not checked
+    result = _cli("verify", str(folder), "--all")
+    assert result.returncode == 1, result.stderr
+    lines = result.stdout.splitlines()
+    assert any("ckpt-1" in line and "failed its checksum" in line for line in lines)
+    assert any(line.startswith("ok") and "ckpt-2:" in line for line in lines)
+    assert any(line.startswith("ok") and "ckpt-3:" in line for line in lines)
+    assert not any(line.startswith("ok") and "ckpt-1:" in line for line in lines)
+
+
+def test_verify_all_json_lists_every_checkpoint(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = _folder_of_three(tmp_path)
+    (folder / "ckpt-2.data-00000-of-00001").unlink()
+    (folder / "ckpt-1.index").write_bytes(b"not an index")
+    assert main(["verify", str(folder), "--all", "--json"]) == 1
+    record = json.loads(capsys.readouterr().out)
+    assert record["ok"] is False
+    by_name = {Path(c["prefix"]).name: c for c in record["checkpoints"]}
+    assert sorted(by_name) == ["ckpt-1", "ckpt-2", "ckpt-3"]
+    assert by_name["ckpt-3"]["ok"] is True
+    assert by_name["ckpt-2"]["ok"] is False
+    assert by_name["ckpt-2"]["problems"][0]["file"] == str(folder / "ckpt-2.data-00000-of-00001")
+    assert by_name["ckpt-1"]["ok"] is False
+    assert "CorruptCheckpointError" in by_name["ckpt-1"]["problems"][0]["error"]
+
+
+def test_verify_all_of_a_whole_folder_exits_0(tmp_path: Path) -> None:
+    result = _cli("verify", str(_folder_of_three(tmp_path)), "--all")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("every checksum matches") == 3
+
+
+def test_verify_all_of_a_folder_without_checkpoints_exits_2(tmp_path: Path) -> None:
+    result = _cli("verify", str(tmp_path), "--all")
+    assert result.returncode == 2
+    assert "no checkpoint" in result.stderr

@@ -3,9 +3,10 @@
 `inspect` reads the `.index` file alone (instant for any checkpoint size) and prints a
 table of keys, dtypes, shapes and sizes; `--tensor KEY` prints one tensor's values.
 `verify` reads every tensor, checks every checksum and exits non-zero naming each bad
-tensor and file. `--json` prints machine-readable output instead of tables.
+tensor and file; `verify DIR --all` does so for every checkpoint the folder holds.
+`--json` prints machine-readable output instead of tables.
 
-Exit codes: 0 all good, 1 the checkpoint has problems (verify), 2 it could not be opened
+Exit codes: 0 all good, 1 a checkpoint has problems (verify), 2 nothing could be opened
 or the command line was wrong.
 """
 
@@ -19,8 +20,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from trackpoint.errors import TrackpointError
-from trackpoint.reader import OBJECT_GRAPH_KEY, CheckpointReader, load_checkpoint
+from trackpoint.errors import CheckpointNotFoundError, TrackpointError
+from trackpoint.reader import (
+    OBJECT_GRAPH_KEY,
+    CheckpointReader,
+    checkpoints_in,
+    load_checkpoint,
+    resolve_prefix,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -149,6 +156,85 @@ def _inspect(reader: CheckpointReader, args: argparse.Namespace, out: Console) -
 
 
 def _verify(reader: CheckpointReader, args: argparse.Namespace, out: Console, err: Console) -> int:
+    record = _verify_record(reader, args, err)
+    if args.json:
+        _print_json(out, record)
+    else:
+        _print_verified(out, record)
+        folder = args.path if os.path.isdir(args.path) else None
+        others = 0 if folder is None else len(checkpoints_in(folder)) - 1
+        if others > 0:
+            out.print(
+                f"{others} other checkpoint(s) in '{folder}' not checked; "
+                f"`trackpoint verify {folder} --all` checks every one",
+                markup=False,
+                highlight=False,
+                soft_wrap=True,
+            )
+    return 0 if record["ok"] else 1
+
+
+def _verify_all(args: argparse.Namespace, out: Console, err: Console) -> int:
+    """`verify --all`: every checkpoint of the folder; 1 if any is bad, 2 if there is none."""
+    folder = args.path if os.path.isdir(args.path) else os.path.dirname(resolve_prefix(args.path))
+    prefixes = checkpoints_in(folder or ".")
+    if not prefixes:
+        raise CheckpointNotFoundError(
+            f"no checkpoint in '{folder}': it holds no '.index' files",
+            file=folder,
+        )
+    records = []
+    for prefix in prefixes:
+        try:
+            with CheckpointReader(prefix) as reader:
+                record = _verify_record(reader, args, err)
+        except TrackpointError as error:
+            problem = {"key": None, "file": error.file, "error": f"{type(error).__name__}: {error}"}
+            record = {"prefix": prefix, "ok": False, "tensors": None, "problems": [problem]}
+        records.append(record)
+        if not args.json:
+            _print_verified(out, record)
+    ok = all(r["ok"] for r in records)
+    if args.json:
+        _print_json(out, {"folder": folder, "ok": ok, "checkpoints": records})
+    else:
+        bad = sum(not r["ok"] for r in records)
+        summary = f"{len(records)} checkpoint(s) in '{folder}': " + (
+            "all verified" if ok else f"{bad} with problems"
+        )
+        out.print(summary, markup=False, highlight=False, soft_wrap=True)
+    return 0 if ok else 1
+
+
+def _print_verified(out: Console, record: dict[str, Any]) -> None:
+    if record["ok"]:
+        out.print(
+            f"[green]ok[/green]: {record['prefix']}: {record['tensors']} tensors, "
+            f"{_human(record['bytes'])}, every checksum matches",
+            highlight=False,
+            soft_wrap=True,
+        )
+        return
+    problems = record["problems"]
+    out.print(
+        f"[red]{len(problems)} problem(s)[/red] in {record['prefix']}:",
+        highlight=False,
+        soft_wrap=True,
+    )
+    for problem in problems:
+        where = f"'{problem['key']}'" if problem["key"] else "(file)"
+        out.print(
+            f"  {where} in {problem['file']}: {problem['error']}",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
+
+
+def _verify_record(
+    reader: CheckpointReader, args: argparse.Namespace, err: Console
+) -> dict[str, Any]:
+    """Read every tensor of `reader`'s checkpoint; its JSON record (`ok`, `problems`, ...)."""
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn
 
     bundle = reader.bundle
@@ -174,27 +260,21 @@ def _verify(reader: CheckpointReader, args: argparse.Namespace, out: Console, er
                 file = getattr(error, "file", None)
                 problems.append({"key": key, "file": file, "error": str(error)})
             progress.advance(task, sizes[key])
-    ok = not problems
-    if args.json:
-        record = {"prefix": reader.prefix, "ok": ok, "tensors": len(infos), "problems": problems}
-        _print_json(out, record)
-    elif ok:
-        total = _human(sum(sizes.values()))
-        out.print(
-            f"[green]ok[/green]: {reader.prefix}: {len(infos)} tensors, {total}, "
-            "every checksum matches"
-        )
-    else:
-        out.print(f"[red]{len(problems)} problem(s)[/red] in {reader.prefix}:")
-        for problem in problems:
-            where = f"'{problem['key']}'" if problem["key"] else "(file)"
-            out.print(f"  {where} in {problem['file']}: {problem['error']}", markup=False)
-    return 0 if ok else 1
+    return {
+        "prefix": reader.prefix,
+        "ok": not problems,
+        "tensors": len(infos),
+        "bytes": sum(sizes.values()),
+        "problems": problems,
+    }
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="trackpoint", description="Inspect and verify TensorFlow-format checkpoints."
+        prog="trackpoint",
+        description="Inspect and verify TensorFlow-format checkpoints.",
+        epilog="Exit codes: 0 all good, 1 a checkpoint has problems (verify), 2 nothing "
+        "could be opened or the command line was wrong.",
     )
     commands = parser.add_subparsers(dest="command", required=True)
     inspect = commands.add_parser("inspect", help="list a checkpoint's tensors (index only)")
@@ -202,8 +282,16 @@ def _parser() -> argparse.ArgumentParser:
     inspect.add_argument("--tensor", metavar="KEY", help="print this tensor's values")
     inspect.add_argument("--max-values", type=int, default=1000, help="elements before eliding")
     inspect.add_argument("--json", action="store_true", help="print JSON")
-    verify = commands.add_parser("verify", help="read every tensor and check every checksum")
+    verify = commands.add_parser(
+        "verify",
+        help="read every tensor and check every checksum",
+        description="Read every tensor and check every checksum. Exit codes: 0 all good, "
+        "1 a checkpoint has problems, 2 nothing could be opened or the command line was wrong.",
+    )
     verify.add_argument("path", help="a prefix, its .index file, or a folder (its latest)")
+    verify.add_argument(
+        "--all", action="store_true", help="check every checkpoint the folder holds"
+    )
     verify.add_argument("--json", action="store_true", help="print JSON")
     return parser
 
@@ -213,6 +301,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     out, err = _consoles()
     try:
+        if args.command == "verify" and args.all:
+            return _verify_all(args, out, err)
         with load_checkpoint(args.path) as reader:
             if args.command == "inspect":
                 return _inspect(reader, args, out)
@@ -222,4 +312,4 @@ def main(argv: Sequence[str] | None = None) -> int:
             record = {"error": type(error).__name__, "message": str(error), "file": error.file}
             _print_json(out, record)
         err.print(f"[red]{type(error).__name__}[/red]: {error}", highlight=False)
-        return 1 if args.command == "verify" else 2
+        return 2  # nothing could be opened (a problem found inside one is 1)
