@@ -18,7 +18,7 @@ from flax import linen, struct  # noqa: E402
 from flax.training.train_state import TrainState  # noqa: E402
 
 import trackpoint  # noqa: E402
-from trackpoint.errors import DTypeMismatchError, MismatchError  # noqa: E402
+from trackpoint.errors import DTypeMismatchError, MismatchError, TrackpointWarning  # noqa: E402
 
 pytestmark = pytest.mark.jax
 
@@ -92,10 +92,9 @@ def test_unjitted_train_state_step_is_saved_and_restored_as_a_python_int(tmp_pat
 def test_jitted_and_unjitted_runs_restore_into_each_other(tmp_path, saved_jit, target_jit):
     trained = _train(3, jit=saved_jit)
     path = trackpoint.Checkpoint(state=trained).write(tmp_path / "ckpt")
-    target = _train(1, jit=target_jit)  # a state of the other kind (step an int or an array)
-    target_step_type = type(target.step)
-
-    ckpt = trackpoint.Checkpoint(state=target)
+    # A state of the other kind (step an int or an array), not held: see the tests of 2.
+    ckpt = trackpoint.Checkpoint(state=_train(1, jit=target_jit))
+    target_step_type = type(ckpt.state.step)
     ckpt.read(path).assert_consumed()
     assert type(ckpt.state.step) is target_step_type  # the program's type is kept
     assert int(ckpt.state.step) == 3
@@ -137,8 +136,9 @@ def test_number_leaves_of_every_kind_round_trip_with_their_python_type(tmp_path)
         assert f"s/{field}/.ATTRIBUTES/VARIABLE_VALUE" in keys
     assert "s/name/.ATTRIBUTES/VARIABLE_VALUE" not in keys  # a static field is the program's
 
-    target = Scalars(count=0, again=1, scale=0.0, flag=False, np_scale=np.float32(0), name="new")
-    ckpt = trackpoint.Checkpoint(s=target)
+    ckpt = trackpoint.Checkpoint(
+        s=Scalars(count=0, again=1, scale=0.0, flag=False, np_scale=np.float32(0), name="new")
+    )
     ckpt.read(path).assert_consumed()
     got = ckpt.s
     assert (type(got.count), got.count, type(got.again), got.again) == (int, 7, int, 7)
@@ -187,3 +187,104 @@ def test_restore_of_a_train_state_in_a_new_checkpoint_object_keeps_going(tmp_pat
     ckpt = trackpoint.Checkpoint(state=_fresh_state(1))
     ckpt.restore(trackpoint.latest_checkpoint(tmp_path)).assert_consumed()
     assert ckpt.state.step == 4
+
+
+# ---------------------------------------------------------------------------------------
+# 2. A JAX restore hands back the restored trees; holding the old one is pointed out
+
+TX = optax.adam(1e-2)
+
+
+def _params(seed: int) -> dict[str, Any]:
+    k1, k2 = jax.random.split(jax.random.key(seed))
+    return {"w": jax.random.normal(k1, (4, 2)), "b": jax.random.normal(k2, (2,))}
+
+
+def _optax_checkpoint(tmp_path: Any, steps: int = 5) -> str:
+    params = _params(0)
+    opt_state = TX.init(params)
+    for _ in range(steps):
+        updates, opt_state = TX.update(jax.tree.map(jnp.ones_like, params), opt_state, params)
+        params = optax.apply_updates(params, updates)
+    return trackpoint.Checkpoint(params=params, opt_state=opt_state).save(tmp_path / "ckpt")
+
+
+def test_restore_warns_at_the_callers_line_when_it_still_holds_the_old_tree(tmp_path):
+    path = _optax_checkpoint(tmp_path)
+    params = _params(1)
+    opt_state = TX.init(params)
+    ckpt = trackpoint.Checkpoint(params=params, opt_state=opt_state)
+    with pytest.warns(TrackpointWarning, match=r"ckpt\.opt_state") as record:
+        status = ckpt.restore(path)
+    [warning] = record
+    assert warning.filename == __file__
+    message = str(warning.message)
+    assert "your variable 'opt_state'" in message
+    assert "ckpt.restore_trees" in message
+    assert "params" not in message.split(";")[0]  # a dict is restored in place: not stale
+    status.assert_consumed()
+    assert int(ckpt.opt_state[0].count) == 5
+    assert int(opt_state[0].count) == 0  # what the warning is about
+
+
+def test_restore_trees_hands_back_the_restored_trees_without_a_warning(tmp_path):
+    path = _optax_checkpoint(tmp_path)
+    params = _params(1)
+    opt_state = TX.init(params)
+    ckpt = trackpoint.Checkpoint(params=params, opt_state=opt_state)
+    params, opt_state = ckpt.restore_trees(path, "params", "opt_state")
+    assert int(opt_state[0].count) == 5
+    assert opt_state is ckpt.opt_state
+    assert params is ckpt.params
+    assert int(ckpt.save_counter.numpy()) == 1  # restore's bookkeeping: the counter too
+
+
+def test_restore_trees_hands_back_a_linen_train_state(tmp_path):
+    trained = _train(3, jit=True)
+    manager = trackpoint.CheckpointManager(
+        trackpoint.Checkpoint(state=trained), tmp_path, max_to_keep=1
+    )
+    manager.save()
+    state = _fresh_state(1)
+    ckpt = trackpoint.Checkpoint(state=state)
+    state = ckpt.restore_trees(trackpoint.latest_checkpoint(tmp_path), "state")
+    assert state.step == 3
+    _leaves_equal(state.params, trained.params)
+    # Nothing saved yet: the tree given to the Checkpoint comes back as it is.
+    fresh = _fresh_state(2)
+    assert trackpoint.Checkpoint(state=fresh).restore_trees(None, "state") is fresh
+
+
+def test_restore_trees_checks_that_everything_matched_unless_partial(tmp_path):
+    path = _optax_checkpoint(tmp_path)
+    ckpt = trackpoint.Checkpoint(params=_params(1))  # no opt_state: its values stay unused
+    with pytest.raises(MismatchError, match="opt_state"):
+        ckpt.restore_trees(path, "params")
+    params = ckpt.restore_trees(path, "params", partial=True)
+    assert params is ckpt.params
+    with pytest.raises(AttributeError, match="'opt_state'"):
+        ckpt.restore_trees(path, "opt_state", partial=True)
+
+
+def test_restore_is_quiet_when_the_caller_holds_no_old_tree(tmp_path):
+    path = _optax_checkpoint(tmp_path)
+    params = _params(1)
+    ckpt = trackpoint.Checkpoint(params=params, opt_state=TX.init(params))
+    ckpt.restore(path).assert_consumed()  # filterwarnings=error: any warning fails here
+    assert int(ckpt.opt_state[0].count) == 5
+
+
+def test_a_managers_restore_warns_at_the_callers_line_naming_the_state(tmp_path):
+    saved = trackpoint.CheckpointManager(
+        trackpoint.Checkpoint(state=_train(2, jit=False)), tmp_path, max_to_keep=1
+    )
+    saved.save()
+    state = _fresh_state(1)
+    checkpoint = trackpoint.Checkpoint(state=state)
+    manager = trackpoint.CheckpointManager(checkpoint, tmp_path, max_to_keep=1)
+    with pytest.warns(TrackpointWarning, match=r"checkpoint\.state") as record:
+        manager.restore_or_initialize()
+    assert record[0].filename == __file__
+    assert "your variable 'state'" in str(record[0].message)
+    assert state.step == 0
+    assert checkpoint.state.step == 2
