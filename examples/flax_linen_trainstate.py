@@ -39,14 +39,16 @@ def train_step(state: TrainState, x: jax.Array, y: jax.Array) -> TrainState:
     def loss(params: dict[str, object]) -> jax.Array:
         return jnp.mean((state.apply_fn({"params": params}, x) - y) ** 2)
 
-    new: TrainState = state.apply_gradients(grads=jax.grad(loss)(state.params))
+    grads = jax.grad(loss)(state.params)
+    new: TrainState = state.apply_gradients(grads=grads)  # type: ignore[no-untyped-call]
     return new
 
 
 def main(run_dir: str, steps: int) -> None:
     model = MLP()
     params = model.init(jax.random.key(0), jnp.ones((1, 4)))["params"]
-    state = TrainState.create(apply_fn=model.apply, params=params, tx=optax.adam(1e-2))
+    tx = optax.adam(1e-2)
+    state = TrainState.create(apply_fn=model.apply, params=params, tx=tx)  # type: ignore[no-untyped-call]
     ckpt = trackpoint.Checkpoint(state=state)
     manager = trackpoint.CheckpointManager(ckpt, run_dir, max_to_keep=3)
     # Nothing saved yet: the fresh state comes back as it is.
@@ -60,6 +62,7 @@ def main(run_dir: str, steps: int) -> None:
     x, y = batch(0)
     loss = jnp.mean((state.apply_fn({"params": state.params}, x) - y) ** 2)
     print(f"step {int(state.step)} loss {float(loss):.6f}")
+
 
 if __name__ == "__main__":
     main(sys.argv[1], int(sys.argv[2]))
