@@ -7,7 +7,8 @@ object of an unknown type is met while JAX is imported); it registers:
   builds a new array from the checkpoint's buffer with the target's dtype, sharding and
   weak type, and the parent receives it (dicts and lists in place; tuples, namedtuples
   and pytree nodes rebuilt with the same type, up to the first mutable parent — a
-  `trackpoint.Checkpoint` attribute then holds the restored tree). Typed PRNG keys are
+  `trackpoint.Checkpoint` attribute then holds the restored tree, which
+  `Checkpoint.restore_trees` hands back). Typed PRNG keys are
   saved as their `jax.random.key_data` and re-wrapped with the same implementation.
 - Pytree nodes of any class registered with `jax.tree_util` (`flax.struct.dataclass`,
   `jax.tree_util.register_dataclass`, custom nodes) → children by key: field name, dict
