@@ -9,8 +9,10 @@ structure and return a status object (TF format doc §1.2, §7).
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 import os
+import sys
 import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -47,7 +49,7 @@ from .reader import broken_checkpoint_error, resolve_prefix, whole_checkpoint_pr
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Mapping
-    from types import TracebackType
+    from types import FrameType, TracebackType
 
     from numpy.typing import NDArray
 
@@ -373,6 +375,7 @@ class Checkpoint(Module):
             reader.close()
             raise broken_checkpoint_error(problem, prefix)
         root = self._graph_root()
+        held = _HeldTrees(self)
         if OBJECT_GRAPH_KEY not in reader:
             return _restore_by_name(reader, root, prefix)
         raw = bytes(reader.get_tensor(OBJECT_GRAPH_KEY).reshape(-1)[0])
@@ -398,6 +401,7 @@ class Checkpoint(Module):
             )
         restorer = Restorer(reader, saved, root)
         restorer.run()
+        held.warn_if_stale()
         return LoadStatus(restorer, root, prefix)
 
     def restore(self, save_path: PathLike | None) -> LoadStatus | NameBasedLoadStatus | Any:
@@ -406,6 +410,162 @@ class Checkpoint(Module):
         if save_path is not None:
             _ = self.save_counter  # created now: receives its deferred value, as in TF
         return status
+
+    def restore_trees(self, save_path: PathLike | None, *names: str, partial: bool = False) -> Any:
+        """Restore as `restore` does, check it, and hand back the named children.
+
+        The way to restore JAX trees: arrays and pytree nodes are immutable, so a restore
+        builds new ones and the Checkpoint's attributes hold them; the trees the program
+        passed in keep their old values. Taking the result rebinds the program's names in
+        the same statement (cf. Orbax's `restore(step, args=StandardRestore(target))`).
+
+        Args:
+            save_path: As for `restore`; None (nothing saved yet) restores nothing and
+                hands back the trees as they are.
+            *names: The Checkpoint's attributes to hand back (`"state"`, `"params"`).
+            partial: Accept values of the checkpoint that nothing here takes; every value
+                of the program must still be restored. Off: `assert_consumed()`.
+
+        Returns:
+            The restored attribute for one name; a tuple of them, in order, for several.
+
+        Raises:
+            MismatchError: The checkpoint and the program do not match (see
+                `LoadStatus.assert_consumed` / `assert_existing_objects_matched`).
+            AttributeError: A name is not an attribute of this Checkpoint.
+
+        Example:
+            >>> import tempfile, numpy as np, trackpoint
+            >>> ckpt = trackpoint.Checkpoint(state=(np.ones(2, np.float32),))
+            >>> path = ckpt.save(tempfile.mkdtemp() + "/ckpt")
+            >>> state = (np.zeros(2, np.float32),)
+            >>> state = trackpoint.Checkpoint(state=state).restore_trees(path, "state")
+            >>> state
+            (array([1., 1.], dtype=float32),)
+
+            With JAX: `params, opt_state = ckpt.restore_trees(path, "params", "opt_state")`.
+        """
+        if not names:
+            raise TypeError("restore_trees() needs the names of the trees to hand back")
+        for name in names:
+            if name not in self.trackable_children():
+                raise AttributeError(
+                    f"the Checkpoint has no attribute {name!r} to restore (it has "
+                    f"{', '.join(sorted(self.trackable_children()))})"
+                )
+        if save_path is not None:
+            self._tp_quiet_trees = True  # the caller rebinds its names to the result
+            try:
+                status = self.restore(save_path)
+            finally:
+                self._tp_quiet_trees = False
+            try:
+                if partial:
+                    status.assert_existing_objects_matched()
+                else:
+                    status.assert_consumed()
+            finally:
+                status.expect_partial()  # checked here: no second report when collected
+        trees = tuple(getattr(self, name) for name in names)
+        return trees[0] if len(trees) == 1 else trees
+
+
+class _HeldTrees:
+    """What a restore may replace, to tell the caller when it still holds the old object.
+
+    A restore builds new JAX arrays and pytree nodes (they are immutable) and puts them
+    into the Checkpoint's attributes and into mutable dicts and lists below them. A
+    variable of the calling code that still names an object so replaced keeps the values
+    from before the restore, silently: `warn_if_stale` names both, at the caller's line.
+    """
+
+    def __init__(self, checkpoint: Checkpoint) -> None:
+        self._checkpoint = checkpoint
+        # (how the message names the place, how to read it now, what it held before)
+        self._places: list[tuple[str, Callable[[], object], object]] = []
+        if getattr(checkpoint, "_tp_quiet_trees", False):
+            return
+        for name, child in checkpoint.trackable_children().items():
+            if name != SAVE_COUNTER:
+                self._watch(f".{name}", functools.partial(getattr, checkpoint, name), child)
+
+    def _watch(self, where: str, current: Callable[[], object], obj: object) -> None:
+        self._places.append((where, current, obj))
+        if isinstance(obj, dict):
+            entries: Iterable[tuple[Any, object]] = list(obj.items())
+        elif isinstance(obj, list):
+            entries = list(enumerate(obj))
+        else:
+            return  # an immutable object is replaced as a whole (or not at all)
+        for key, value in entries:
+            self._watch(f"{where}[{key!r}]", functools.partial(_item, obj, key), value)
+
+    def warn_if_stale(self) -> None:
+        """Warn once when the caller's variables name objects the restore replaced."""
+        replaced = {
+            id(old): where
+            for where, current, old in self._places
+            if current() is not old and not isinstance(old, _SCALARS)
+        }
+        if not replaced:
+            return
+        stacklevel, frame = _caller_frame()
+        if frame is None:
+            return
+        # A module's code has one namespace for both; a function's locals come first.
+        namespaces = [frame.f_locals]
+        if frame.f_globals is not frame.f_locals:
+            namespaces.append(frame.f_globals)
+        stale: dict[str, str] = {}  # variable → the place that now holds its restored value
+        ckpt_name = "ckpt"
+        for namespace in namespaces:
+            for variable, value in namespace.items():
+                if value is self._checkpoint and ckpt_name == "ckpt":
+                    ckpt_name = variable
+                elif id(value) in replaced and not variable.startswith("__"):
+                    stale.setdefault(variable, replaced[id(value)])
+        del frame, namespaces
+        if not stale:
+            return
+        places = ", ".join(ckpt_name + where for where in dict.fromkeys(stale.values()))
+        variables = ", ".join(f"{variable!r}" for variable in stale)
+        rebind = "; ".join(f"{variable} = {ckpt_name}{where}" for variable, where in stale.items())
+        attributes = [where[1:] for where in stale.values() if where[1:].isidentifier()]
+        warnings.warn(
+            f"the restore made new objects for {places} (JAX arrays and pytrees are "
+            f"immutable: restoring builds new ones), but your variable {variables} still "
+            "holds the one passed in, with the values from before the restore; continue "
+            f"from the Checkpoint's ({rebind})"
+            + (
+                f", or restore with {', '.join(attributes)} = "
+                f"{ckpt_name}.restore_trees(path, {', '.join(map(repr, attributes))})"
+                if len(attributes) == len(stale)
+                else ""
+            ),
+            TrackpointWarning,
+            stacklevel=stacklevel,
+        )
+
+
+_SCALARS = (str, bytes, bool, int, float, complex, np.generic, type(None))
+
+
+def _item(container: Any, key: Any) -> object:
+    try:
+        return container[key]
+    except (KeyError, IndexError):
+        return None
+
+
+def _caller_frame() -> tuple[int, FrameType | None]:
+    """The first frame outside trackpoint, and the `stacklevel` that names it from here."""
+    package = os.path.dirname(os.path.abspath(__file__)) + os.sep
+    frame: FrameType | None = sys._getframe(1)
+    level = 1  # `warnings.warn` called from the caller of this function is level 1
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(package):
+        frame = frame.f_back
+        level += 1
+    return level, frame
 
 
 def save_weights(

@@ -43,3 +43,15 @@ def test_flax_nnx_save_weights_and_load_weights(tmp_path):
     keys = dict(trackpoint.list_variables(tmp_path / "weights" / "mlp"))
     assert "dense_1/kernel/.ATTRIBUTES/VARIABLE_VALUE" in keys
     assert "norm/mean/.ATTRIBUTES/VARIABLE_VALUE" in keys
+
+
+def test_flax_linen_train_state_resumes_in_a_new_process_bit_for_bit(tmp_path):
+    first = _run(tmp_path, "flax_linen_trainstate.py", "split", "3")
+    assert "resumed" not in first
+    assert first.startswith("step 3 ")
+    resumed = _run(tmp_path, "flax_linen_trainstate.py", "split", "6").splitlines()
+    assert resumed[0] == "resumed from split/ckpt-3 at step 3"
+    whole = _run(tmp_path, "flax_linen_trainstate.py", "whole", "6").splitlines()
+    assert resumed[1] == whole[0]  # the same loss at step 6 as one uninterrupted run
+    split = trackpoint.load_checkpoint(tmp_path / "split")
+    assert int(split.get_tensor("state/step/.ATTRIBUTES/VARIABLE_VALUE")) == 6

@@ -7,7 +7,8 @@ object of an unknown type is met while JAX is imported); it registers:
   builds a new array from the checkpoint's buffer with the target's dtype, sharding and
   weak type, and the parent receives it (dicts and lists in place; tuples, namedtuples
   and pytree nodes rebuilt with the same type, up to the first mutable parent — a
-  `trackpoint.Checkpoint` attribute then holds the restored tree). Typed PRNG keys are
+  `trackpoint.Checkpoint` attribute then holds the restored tree, which
+  `Checkpoint.restore_trees` hands back). Typed PRNG keys are
   saved as their `jax.random.key_data` and re-wrapped with the same implementation.
 - Pytree nodes of any class registered with `jax.tree_util` (`flax.struct.dataclass`,
   `jax.tree_util.register_dataclass`, custom nodes) → children by key: field name, dict
@@ -20,14 +21,21 @@ object of an unknown type is met while JAX is imported); it registers:
   `set_value`, so a model and its optimizer keep their identity.
 - `flax.nnx.State` → children by key (the optimizer state of an `nnx.Optimizer`).
 
-Python numbers, strings and functions inside a pytree (static fields, hyperparameters
-given as floats) are not saved: they are part of the program, as Python attributes are
-in TensorFlow, and a restore keeps the target's. A number held by an `nnx.Variable` is
-state, and is saved as a 0-d tensor.
+A Python or NumPy number that is a leaf of a registered pytree node (a field of a
+`flax.struct.dataclass` such as linen's `TrainState.step`, what `jax.tree_util` flattens)
+is state: a 0-d variable at the key an array leaf would have (`state/step/...`), saved
+exactly (int64, float64, bool, or the NumPy scalar's dtype) and restored as the same
+Python type. A jitted step turns such a number into a weakly typed array; either form
+restores from a checkpoint of the other. A number held by an `nnx.Variable` is state
+too. Static fields (aux data), strings and functions are not saved: they are part of the
+program, as Python attributes are in TensorFlow, and a restore keeps the target's; so
+are numbers held directly by dicts, lists and tuples, which are trackpoint's own
+containers and follow TensorFlow's rule for every framework.
 """
 
 from __future__ import annotations
 
+import weakref
 from typing import TYPE_CHECKING, Any
 
 import jax
@@ -133,6 +141,41 @@ class JaxArrayValue(Value):
         """A new array holding `value`, like the live one (see `restore_array`)."""
         return restore_array(self.array, value)
 
+    def for_saved_dtype(self, dtype: np.dtype[Any]) -> Value | None:
+        """A weakly typed scalar (a Python number after `jit`) takes a number's dtype.
+
+        A number leaf saved by an unjitted run (int64, float64) restores into the array
+        a jitted run holds, converted as JAX converts the Python number (`jnp.asarray`).
+        """
+        if self.array.weak_type and not self.shape and _same_kind(dtype, self.dtype):
+            return _WeakScalarValue(self.array, dtype)
+        return None
+
+
+def _same_kind(saved: np.dtype[Any], live: np.dtype[Any]) -> bool:
+    """Whether a number of dtype `saved` converts to `live` as JAX converts numbers."""
+    kinds = {"b": "b", "i": "iu", "u": "iu", "f": "f", "c": "c"}
+    return live.kind in kinds.get(saved.kind, "")
+
+
+class _WeakScalarValue(Value):
+    """A weakly typed 0-d JAX array restored from a number saved with another dtype."""
+
+    def __init__(self, array: jax.Array, dtype: np.dtype[Any]) -> None:
+        self.array = array
+        self.shape = ()
+        self.dtype = dtype
+
+    def assign(self, value: NDArray[Any]) -> jax.Array:
+        converted = value.astype(self.array.dtype)
+        if value.dtype.kind in "iu" and converted.item() != value.item():
+            raise InvalidValueError(
+                f"the checkpoint's number {value.item()} does not fit the program's "
+                f"{self.array.dtype} scalar (JAX makes Python ints {self.array.dtype} unless "
+                "jax_enable_x64 is set)"
+            )
+        return restore_array(self.array, converted)
+
 
 class _ArrayNode(Trackable):
     """A bare JAX array: a variable node whose restore returns a new array."""
@@ -170,27 +213,82 @@ def _key_name(key: object) -> str:
 
 
 class _PytreeNode(Trackable):
-    """A node registered with `jax.tree_util`: children by key, rebuilt on restore."""
+    """A node registered with `jax.tree_util`: children by key, rebuilt on restore.
+
+    A child that is a Python or NumPy number is a leaf like an array (JAX traces it, and
+    a jitted step returns it as an array): it is a 0-d variable, a `_NumberLeaf`.
+    """
 
     def __init__(self, node: object) -> None:
         entries, self._treedef = jax.tree_util.tree_flatten_with_path(
             node, is_leaf=lambda x: x is not node
         )
+        self._node = node
         self._names = [_key_name(path[0]) for path, _ in entries]
         self._children = [child for _, child in entries]
 
     def trackable_children(self) -> Mapping[str, object]:
         return {
-            name: child
-            for name, child in zip(self._names, self._children, strict=True)
-            if _is_child(child)
+            name: _number_leaf(self._node, index, child) if _is_number(child) else child
+            for index, (name, child) in enumerate(zip(self._names, self._children, strict=True))
+            if _is_number(child) or _is_child(child)
         }
 
     def with_children(self, replacements: Mapping[str, object]) -> object:
         children = list(self._children)
+        leaves: dict[int, _NumberLeaf] = {}
         for name, new in replacements.items():
-            children[self._names.index(name)] = new
-        return jax.tree_util.tree_unflatten(self._treedef, children)
+            index = self._names.index(name)
+            if isinstance(new, _NumberLeaf):
+                leaves[index] = new
+                new = new.number
+            children[index] = new
+        rebuilt = jax.tree_util.tree_unflatten(self._treedef, children)
+        for index, leaf in leaves.items():
+            _remember_leaf(rebuilt, index, leaf)
+        return rebuilt
+
+
+_NUMBERS = (bool, int, float, complex, np.number, np.bool_)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, _NUMBERS)
+
+
+class _NumberLeaf(Trackable):
+    """A number at one position of one pytree node, saved as a 0-d tensor.
+
+    One object per (node, position), kept while anything holds it (`_LEAVES`): the
+    restore status tells restored objects by identity, and equal numbers can be one
+    object (small ints are), which would otherwise look like one shared value.
+    """
+
+    __slots__ = ("__weakref__", "node", "number")
+
+    def __init__(self, number: Any, node: object = None) -> None:
+        self.number = number
+        self.node = node  # keeps the node, and with it the id in `_LEAVES`'s key, alive
+
+    def trackable_values(self) -> Mapping[str, Value]:
+        return {VARIABLE_VALUE: _LeafValue(self.number)}
+
+
+#: (id(node), position) → its leaf; the leaf holds the node, so the id stays its own.
+_LEAVES: weakref.WeakValueDictionary[tuple[int, int], _NumberLeaf] = weakref.WeakValueDictionary()
+
+
+def _number_leaf(node: object, index: int, number: Any) -> _NumberLeaf:
+    leaf = _LEAVES.get((id(node), index))
+    if leaf is None or leaf.node is not node:
+        leaf = _NumberLeaf(number, node)
+        _LEAVES[(id(node), index)] = leaf
+    return leaf
+
+
+def _remember_leaf(node: object, index: int, leaf: _NumberLeaf) -> None:
+    leaf.node = node
+    _LEAVES[(id(node), index)] = leaf
 
 
 def _find_pytree_node(obj: object) -> Callable[[Any], Trackable] | None:
@@ -214,19 +312,46 @@ except ImportError:  # JAX without Flax: arrays and pytrees only
 
 
 class _ScalarValue(Value):
-    """A Python number held by an `nnx.Variable`, saved as a 0-d tensor."""
+    """A Python or NumPy number (held by an `nnx.Variable`), saved as a 0-d tensor.
 
-    def __init__(self, number: bool | int | float | complex) -> None:
+    Saved exactly: a Python int as int64, a float as float64 (NumPy's types for them, and
+    TensorFlow's for its step counters); a NumPy scalar in its own dtype.
+    """
+
+    def __init__(self, number: Any, dtype: np.dtype[Any] | None = None) -> None:
         self.number = number
-        array = np.asarray(number)
         self.shape = ()
-        self.dtype = array.dtype
+        self.dtype = np.asarray(number).dtype if dtype is None else dtype
 
     def read(self) -> NDArray[Any]:
         return np.asarray(self.number)
 
     def assign(self, value: NDArray[Any]) -> object:
         return type(self.number)(value.item())
+
+
+class _LeafValue(_ScalarValue):
+    """A number leaf of a pytree: restored as a new number of the program's type.
+
+    It takes the value a jitted run saved for the same leaf (a weakly typed int32 or
+    float32 array), as the number would have become that array in the jitted step.
+    """
+
+    def assign(self, value: NDArray[Any]) -> _NumberLeaf:
+        if isinstance(self.number, np.generic):
+            return _NumberLeaf(value.astype(self.number.dtype)[()])
+        return _NumberLeaf(type(self.number)(value.item()))
+
+    def for_saved_dtype(self, dtype: np.dtype[Any]) -> Value | None:
+        live = np.dtype(type(self.number)) if isinstance(self.number, np.generic) else None
+        if live is not None:
+            # A NumPy scalar keeps its dtype: only what converts to it exactly.
+            takes = np.can_cast(dtype, live, "safe")
+        elif isinstance(self.number, bool):
+            takes = dtype.kind == "b"
+        else:
+            takes = _same_kind(dtype, self.dtype)  # Python ints and floats are unbounded
+        return _LeafValue(self.number, dtype) if takes else None
 
 
 def _variable_inner(variable: Any) -> Value | None:

@@ -342,6 +342,8 @@ class Restorer:
             info = self.reader.find_info(key)
             if info is None:
                 continue  # a multi-tensor legacy value (§7.3): not restorable here
+            if info.dtype.numpy is not None and value.dtype != info.dtype.numpy:
+                value = value.for_saved_dtype(info.dtype.numpy) or value
             if value.shape != info.shape or value.dtype != info.dtype.numpy:
                 self._check_compatible(node_id, name, trackable, value, info)
             if name == VARIABLE_VALUE:

@@ -108,6 +108,17 @@ class Value(ABC):
         """
         return None
 
+    def for_saved_dtype(self, dtype: np.dtype[Any]) -> Value | None:
+        """A value that takes the checkpoint's `dtype` in place of this one's, or None.
+
+        Asked only when the two dtypes differ; None (the default) makes the restore raise
+        `DTypeMismatchError`. An adapter returns a value of `dtype` for a conversion its
+        framework makes itself: a Python number leaf of a JAX pytree becomes a weakly
+        typed int32/float32 array in a jitted step, and either restores from the other.
+        """
+        del dtype
+        return None
+
     def staging_buffer(self) -> NDArray[Any]:
         """Where restore reads the value when `restore_buffer()` is None.
 
