@@ -599,7 +599,8 @@ class _Two(nn.Module):
 def _trained_two(tmp_path: Path, with_optimizer: bool = True) -> str:
     model = _Two()
     optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
-    model.fc2(model.fc1(torch.ones(3, 4))).sum().backward()
+    hidden = model.get_submodule("fc1")(torch.ones(3, 4))
+    model.get_submodule("fc2")(hidden).sum().backward()
     optimizer.step()
     children: dict[str, Any] = {"model": model}
     if with_optimizer:

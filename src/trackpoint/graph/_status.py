@@ -112,8 +112,11 @@ class LoadStatus(_StatusBase):
         if unused or pending:
             lines = [f"{len(unused)} checkpoint value(s) were not used: {_listing(list(unused))}"]
             lines += self._explain_unused()
+            unbound = [n for n in restorer.deferred if n not in restorer.bound]
+            # A child of the root waits only for the user to attach it: the two sides of
+            # the explanation above name it, with its fix. Deeper ones wait to be built.
             deferred = sorted(
-                {restorer.display(n) for n in restorer.deferred if n not in restorer.bound}
+                {restorer.display(n) for n in unbound if len(restorer.path(n) or ()) > 1}
             )
             if deferred:
                 # Values kept for objects created later (an unbuilt layer or optimizer):
@@ -149,7 +152,7 @@ class LoadStatus(_StatusBase):
                 f"{len(missing)} object(s) in the program got no value from the checkpoint "
                 f"'{self.prefix}': {_listing(missing)}"
             ]
-            lines += self._explain_unused(live_side=True)
+            lines += self._explain_unused()
             raise MismatchError(
                 "; ".join(lines),
                 unused_checkpoint_values=self.unused_checkpoint_values,
@@ -204,14 +207,14 @@ class LoadStatus(_StatusBase):
 
     # -- explanations -------------------------------------------------------------------
 
-    def _explain_unused(self, live_side: bool = False) -> list[str]:
-        """Sentences that name the likely cause: a rename (paired by structure), an optimizer."""
+    def _explain_unused(self) -> list[str]:
+        """Both sides side by side, renames paired by structure, and a missing optimizer."""
         mismatch = find_mismatch(self._restorer)
-        hints = rename_sentences(mismatch)
-        if live_side:
-            hints += side_sentences(mismatch)
-        hints += optimizer_sentences(mismatch, self._restorer, self._call)
-        return hints
+        return (
+            rename_sentences(mismatch)
+            + side_sentences(mismatch)
+            + optimizer_sentences(mismatch, self._restorer, self._call)
+        )
 
 
 class NameBasedLoadStatus(_StatusBase):
