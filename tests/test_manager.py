@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -334,3 +335,30 @@ def test_fall_back_with_no_checkpoint_that_verifies_raises_naming_each(tmp_path:
         assert f"'ckpt-{n}.data-00000-of-00001' is missing" in str(info.value)
     assert called == []  # never a silent start from scratch
     assert float(v.numpy()) == -1.0
+
+
+def test_restore_or_initialize_warns_at_the_callers_line_unless_partial_is_expected(
+    tmp_path: Path,
+) -> None:
+    saved = trackpoint.Module()
+    saved.w = trackpoint.Variable(np.arange(3.0))
+    trackpoint.CheckpointManager(trackpoint.Checkpoint(model=saved), tmp_path, 2).save()
+
+    def fresh() -> tuple[trackpoint.CheckpointManager, trackpoint.Variable]:
+        model = trackpoint.Module()
+        model.w = trackpoint.Variable(np.zeros(3))
+        extra = trackpoint.Variable(np.zeros(1))  # in the program, not in the checkpoint
+        ckpt = trackpoint.Checkpoint(model=model, extra=extra)
+        return trackpoint.CheckpointManager(ckpt, tmp_path, 2), model.w
+
+    manager, w = fresh()
+    with pytest.warns(trackpoint.PartialRestoreWarning, match="extra") as caught:
+        manager.restore_or_initialize()
+    assert caught[0].filename == __file__
+    assert "restore_or_initialize(..., expect_partial=True)" in str(caught[0].message)
+    np.testing.assert_array_equal(w.numpy(), np.arange(3.0))
+    manager, w = fresh()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        manager.restore_or_initialize(expect_partial=True)
+    np.testing.assert_array_equal(w.numpy(), np.arange(3.0))

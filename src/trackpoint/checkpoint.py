@@ -12,10 +12,9 @@ import contextlib
 import functools
 import itertools
 import os
-import sys
 import warnings
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 from google.protobuf.message import DecodeError
@@ -24,14 +23,12 @@ from .engine import AsyncSaver, write_bundle
 from .errors import (
     CorruptCheckpointError,
     InvalidValueError,
-    NotTrackableError,
     TrackpointError,
     TrackpointWarning,
 )
 from .format import BundleReader, read_checkpoint_state, write_checkpoint_state
 from .graph import (
     OBJECT_GRAPH_KEY,
-    GraphView,
     InitializationOnlyStatus,
     LoadStatus,
     Module,
@@ -41,20 +38,24 @@ from .graph import (
     Trackable,
     Variable,
     parse_nodes,
+    restore_by_name,
     save_graph,
     to_trackable,
 )
-from .graph._trackable import check_compatible
+from .graph._explain import user_frame
 from .reader import broken_checkpoint_error, resolve_prefix, whole_checkpoint_problem
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Mapping
-    from types import FrameType, TracebackType
+    from types import TracebackType
 
     from numpy.typing import NDArray
 
     from ._typing import PathLike
     from .graph import Value
+
+#: The user-level call a restore came from (messages name it and its keyword).
+_Call = Literal["restore", "read", "load_weights"]
 
 __all__ = ["Checkpoint", "CheckpointOptions", "load_weights", "save_weights"]
 
@@ -357,13 +358,34 @@ class Checkpoint(Module):
 
     # -- restoring ---------------------------------------------------------------------------
 
-    def read(self, save_path: PathLike | None) -> LoadStatus | NameBasedLoadStatus | Any:
+    def read(
+        self, save_path: PathLike | None, *, expect_partial: bool = False
+    ) -> LoadStatus | NameBasedLoadStatus | Any:
         """Restore values from `save_path` (prefix, folder or SavedModel) without the counter.
+
+        Args:
+            save_path: A checkpoint prefix, a folder (its latest checkpoint) or a
+                SavedModel; None restores nothing (`InitializationOnlyStatus`).
+            expect_partial: The restore is meant to be partial: do not warn about objects
+                of the program the checkpoint has nothing for, or parts of the checkpoint
+                nothing in the program takes.
 
         Returns:
             A status: `assert_consumed()`, `assert_existing_objects_matched()`,
             `assert_nontrivial_match()`, `expect_partial()`.
+
+        Warns:
+            PartialRestoreWarning: At this call (pointing at the caller's line), when the
+                restore can already tell it is partial — an optimizer forgotten on one side,
+                a renamed layer — unless `expect_partial`. Values waiting for objects the
+                program may still create are not warned about; `assert_consumed()` names
+                them.
         """
+        return self._read(save_path, expect_partial=expect_partial, call="read")
+
+    def _read(
+        self, save_path: PathLike | None, *, expect_partial: bool, call: _Call
+    ) -> LoadStatus | NameBasedLoadStatus | Any:
         if save_path is None:
             return InitializationOnlyStatus()
         prefix = resolve_prefix(save_path)
@@ -377,7 +399,7 @@ class Checkpoint(Module):
         root = self._graph_root()
         held = _HeldTrees(self)
         if OBJECT_GRAPH_KEY not in reader:
-            return _restore_by_name(reader, root, prefix)
+            return restore_by_name(reader, root, prefix)
         raw = bytes(reader.get_tensor(OBJECT_GRAPH_KEY).reshape(-1)[0])
 
         def own_key(key: str) -> str:
@@ -402,11 +424,30 @@ class Checkpoint(Module):
         restorer = Restorer(reader, saved, root)
         restorer.run()
         held.warn_if_stale()
-        return LoadStatus(restorer, root, prefix)
+        status = LoadStatus(restorer, root, prefix, call)
+        if expect_partial:
+            status.expect_partial()
+        else:
+            status.warn_partial()
+        return status
 
-    def restore(self, save_path: PathLike | None) -> LoadStatus | NameBasedLoadStatus | Any:
-        """Like `read`, and restore `save_counter` too, so the next `save` continues the count."""
-        status = self.read(save_path)
+    def restore(
+        self, save_path: PathLike | None, *, expect_partial: bool = False
+    ) -> LoadStatus | NameBasedLoadStatus | Any:
+        """Like `read`, and restore `save_counter` too, so the next `save` continues the count.
+
+        Args:
+            save_path: A checkpoint prefix, a folder (its latest checkpoint) or a
+                SavedModel; None restores nothing (`InitializationOnlyStatus`).
+            expect_partial: The restore is meant to be partial: no `PartialRestoreWarning`.
+
+        Returns:
+            A status, as `read`'s.
+
+        Warns:
+            PartialRestoreWarning: As `read`, at this call.
+        """
+        status = self._read(save_path, expect_partial=expect_partial, call="restore")
         if save_path is not None:
             _ = self.save_counter  # created now: receives its deferred value, as in TF
         return status
@@ -456,7 +497,8 @@ class Checkpoint(Module):
         if save_path is not None:
             self._tp_quiet_trees = True  # the caller rebinds its names to the result
             try:
-                status = self.restore(save_path)
+                # Checked below, raising: a warning first would say it twice.
+                status = self.restore(save_path, expect_partial=True)
             finally:
                 self._tp_quiet_trees = False
             try:
@@ -509,9 +551,7 @@ class _HeldTrees:
         }
         if not replaced:
             return
-        stacklevel, frame = _caller_frame()
-        if frame is None:
-            return
+        stacklevel, frame = user_frame()
         # A module's code has one namespace for both; a function's locals come first.
         namespaces = [frame.f_locals]
         if frame.f_globals is not frame.f_locals:
@@ -557,17 +597,6 @@ def _item(container: Any, key: Any) -> object:
         return None
 
 
-def _caller_frame() -> tuple[int, FrameType | None]:
-    """The first frame outside trackpoint, and the `stacklevel` that names it from here."""
-    package = os.path.dirname(os.path.abspath(__file__)) + os.sep
-    frame: FrameType | None = sys._getframe(1)
-    level = 1  # `warnings.warn` called from the caller of this function is level 1
-    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(package):
-        frame = frame.f_back
-        level += 1
-    return level, frame
-
-
 def save_weights(
     model: object, file_prefix: PathLike, options: CheckpointOptions | None = None
 ) -> str:
@@ -597,7 +626,9 @@ def save_weights(
     return Checkpoint(root=model).write(file_prefix, options)
 
 
-def load_weights(model: object, file_prefix: PathLike) -> LoadStatus | NameBasedLoadStatus | Any:
+def load_weights(
+    model: object, file_prefix: PathLike, *, expect_partial: bool = False
+) -> LoadStatus | NameBasedLoadStatus | Any:
     """Restore `model`'s values from a checkpoint written by `save_weights`.
 
     The model is the root (`Checkpoint(root=model).read(file_prefix)`); its values are
@@ -606,9 +637,15 @@ def load_weights(model: object, file_prefix: PathLike) -> LoadStatus | NameBased
     Args:
         model: The model to restore into.
         file_prefix: A prefix, or a folder (its latest checkpoint).
+        expect_partial: The restore is meant to be partial: no `PartialRestoreWarning`.
 
     Returns:
         The restore status: `assert_consumed()` checks that everything matched.
+
+    Warns:
+        PartialRestoreWarning: At this call, when the model has objects the weights have
+            nothing for, or the weights hold parts the model cannot take (a compiled
+            model's optimizer state), unless `expect_partial`.
 
     Example:
         >>> import tempfile, numpy as np, trackpoint
@@ -620,7 +657,9 @@ def load_weights(model: object, file_prefix: PathLike) -> LoadStatus | NameBased
         >>> model.w.numpy()
         array([1., 1.], dtype=float32)
     """
-    return Checkpoint(root=model).read(file_prefix)
+    return Checkpoint(root=model)._read(
+        file_prefix, expect_partial=expect_partial, call="load_weights"
+    )
 
 
 def _write_items(
@@ -663,40 +702,3 @@ def _recorded_latest(folder: str) -> str | None:
         state = read_checkpoint_state(folder or ".")
         return None if state is None else state.model_checkpoint_path
     return None
-
-
-def _restore_by_name(reader: BundleReader, root: Trackable, prefix: str) -> NameBasedLoadStatus:
-    """TF1 checkpoints have no object graph: match each variable by its name or path."""
-    keys = [info.key for info in reader.infos() if info.key != OBJECT_GRAPH_KEY]
-    matched: dict[str, str] = {}
-    unmatched: list[str] = []
-    for node in GraphView(root).nodes:
-        for saved in node.values:
-            candidates = []
-            if saved.full_name and saved.full_name != "Variable":
-                candidates.append(saved.full_name)
-            if node.names:
-                candidates.append("/".join(node.names))
-            key = next((c for c in candidates if c in reader), None)
-            if key is None:
-                unmatched.append(node.display)
-                continue
-            info = reader.info(key)
-            check_compatible(saved.value, info.shape, info.dtype.numpy or object, node.display)
-            if saved.value.assign(reader.get_tensor(key)) is not None:
-                # An immutable value (a JAX array) is restored as a new object that only
-                # the object-graph restore knows how to put into its parent.
-                raise NotTrackableError(
-                    f"{node.display} cannot take values from '{prefix}' in place (a JAX "
-                    "array); a name-based (TF1) checkpoint restores only mutable values — "
-                    f"read it with load_checkpoint('{prefix}').get_tensor('{key}')"
-                )
-            matched[node.display] = key
-    warnings.warn(
-        f"'{prefix}' has no object graph (a TF1 name-based checkpoint): variables were matched "
-        f"by name or path instead of by structure ({len(matched)} matched, {len(unmatched)} "
-        f"not); check the result with status.assert_consumed()",
-        TrackpointWarning,
-        stacklevel=3,
-    )
-    return NameBasedLoadStatus(prefix, matched, unmatched, keys)

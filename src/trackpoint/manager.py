@@ -423,7 +423,9 @@ class CheckpointManager:
 
     # -- restoring ------------------------------------------------------------------------
 
-    def restore_or_initialize(self, *, fall_back: bool = False) -> str | None:
+    def restore_or_initialize(
+        self, *, fall_back: bool = False, expect_partial: bool = False
+    ) -> str | None:
         """Restore the latest checkpoint if there is one, else call `init_fn`.
 
         Args:
@@ -433,6 +435,8 @@ class CheckpointManager:
                 read whole and its checksums checked before anything is restored from it
                 (for large checkpoints this reads the one restored twice). Off by
                 default: as in TF, the latest is restored or the call fails.
+            expect_partial: The restore is meant to be partial (as for
+                `Checkpoint.restore`): no `PartialRestoreWarning`.
 
         Returns:
             The restored prefix, or None when initialized.
@@ -481,7 +485,10 @@ class CheckpointManager:
                         TrackpointWarning,
                         stacklevel=2,
                     )
-            self._checkpoint.restore(prefix)
+            # The warning names this call, the one the user made.
+            status = self._checkpoint.restore(prefix, expect_partial=True)
+            if not expect_partial:
+                status.warn_partial(call="restore_or_initialize")
             if self._checkpoint_interval is not None:
                 self._last_checkpoint_step = _as_int(self._step_counter)
             return prefix

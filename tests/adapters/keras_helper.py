@@ -13,6 +13,8 @@ runs the tasks and asserts on the results. Tasks:
   of the resume check.
 - ``tf_restore`` (tensorflow): trackpoint's JAX checkpoints restored by TensorFlow.
 - ``resume`` (jax): the second half of the resume check, then the error cases.
+- ``messages`` (jax, torch): what restores say at the call — a renamed layer, a forgotten
+  optimizer, `load_weights` into an uncompiled model — with each warning's file.
 """
 
 from __future__ import annotations
@@ -402,7 +404,8 @@ def deferred_cases(fixture: str) -> dict[str, Any]:
     # assert_existing_objects_matched passes (as in TF, format doc §7.7).
     model = Net()
     model(SEED_X)
-    status = trackpoint.Checkpoint(model=model).restore(fixture)
+    # Model-only on purpose: without expect_partial=True the call warns (tested in `messages`).
+    status = trackpoint.Checkpoint(model=model).restore(fixture, expect_partial=True)
     out["model_only_consumed"] = error_of(status.assert_consumed)
     out["model_only_existing"] = error_of(status.assert_existing_objects_matched)
     status.expect_partial()
@@ -413,11 +416,89 @@ def task_resume(work: str, fixture: str) -> dict[str, Any]:
     return {"resumed": resume_finish(work), "errors": deferred_cases(fixture)}
 
 
+# -- what a restore says at the call ----------------------------------------------------------
+
+
+class Renamed(keras.Model):  # type: ignore[misc]  # keras ships no type hints
+    """The seed's model with `dense_1` renamed to `hidden` (nothing alike in the names)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.hidden = keras.layers.Dense(10, activation="relu")
+        self.dense_2 = keras.layers.Dense(2)
+
+    def call(self, x: Any) -> Any:
+        return self.dense_2(self.hidden(x))
+
+
+def with_warnings(fn: Any) -> dict[str, Any]:
+    """Run `fn`; the trackpoint warnings it raised, and whether each points at this file."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = fn()
+    found = [w for w in caught if issubclass(w.category, trackpoint.TrackpointWarning)]
+    return {
+        "warnings": [
+            {
+                "category": w.category.__name__,
+                "message": str(w.message),
+                "here": os.path.abspath(w.filename) == os.path.abspath(__file__),
+            }
+            for w in found
+        ],
+        "result": result,
+    }
+
+
+def task_messages(work: str, fixture: str) -> dict[str, Any]:
+    del fixture
+    out: dict[str, Any] = {}
+    model, optimizer = Net(), keras.optimizers.Adam(0.01)
+    train(model, optimizer, "mlp", 1)
+    path = trackpoint.Checkpoint(model=model, optimizer=optimizer).save(os.path.join(work, "m"))
+
+    renamed = Renamed()
+    renamed(SEED_X)
+    out["rename"] = with_warnings(
+        lambda: (
+            trackpoint.Checkpoint(model=renamed, optimizer=keras.optimizers.Adam()).restore(path)
+            and None
+        )
+    )
+
+    built = Net()
+    built(SEED_X)
+    box: dict[str, Any] = {}
+    out["forgotten_optimizer"] = with_warnings(
+        lambda: box.update(status=trackpoint.Checkpoint(model=built).restore(path))
+    )
+    out["forgotten_optimizer_consumed"] = error_of(box["status"].assert_consumed)
+
+    # Weights of a compiled (and trained) model, loaded into an uncompiled one.
+    compiled = Net()
+    compiled.compile(optimizer=keras.optimizers.Adam(0.01), loss="mse")
+    compiled.fit(SEED_X, SEED_Y, epochs=1, verbose=0)
+    weights = trackpoint.save_weights(compiled, os.path.join(work, "weights"))
+    out["weights_keys"] = [k for k, _ in trackpoint.list_variables(weights)]
+    plain = Net()
+    plain(SEED_X)
+    out["load_weights_uncompiled"] = with_warnings(
+        lambda: trackpoint.load_weights(plain, weights) and None
+    )
+    quiet = Net()
+    quiet(SEED_X)
+    out["load_weights_expect_partial"] = with_warnings(
+        lambda: trackpoint.load_weights(quiet, weights, expect_partial=True) and None
+    )
+    return out
+
+
 TASKS = {
     "tf_write": task_tf_write,
     "restore": task_restore,
     "tf_restore": task_tf_restore,
     "resume": task_resume,
+    "messages": task_messages,
 }
 
 

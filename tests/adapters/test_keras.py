@@ -231,3 +231,45 @@ def test_model_only_restore_leaves_optimizer_values_unused(resumed):
     consumed = errors["model_only_consumed"]
     assert consumed["type"] == "MismatchError"
     assert "optimizer._iterations" in consumed["message"]
+
+
+# -- what a restore says at the call (no TensorFlow needed) -----------------------------------
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def messages(request: pytest.FixtureRequest, work: Path) -> dict[str, Any]:
+    _require("keras", request.param)
+    folder = work / f"messages-{request.param}"
+    folder.mkdir(exist_ok=True)
+    return run_helper("messages", request.param, folder)
+
+
+def _one_warning(case: dict[str, Any]) -> str:
+    found = [w for w in case["warnings"] if w["category"] == "PartialRestoreWarning"]
+    assert len(found) == 1, case["warnings"]
+    assert found[0]["here"]  # attributed to the caller's line, raised during the call
+    message: str = found[0]["message"]
+    return message
+
+
+def test_renamed_keras_layer_names_both_sides(messages):
+    message = _one_warning(messages["rename"])
+    assert "model.hidden in the program and model.dense_1 in the checkpoint" in message
+    assert "same variables and shapes" in message
+
+
+def test_forgotten_keras_optimizer_warns_with_the_checkpoint_fix(messages):
+    message = _one_warning(messages["forgotten_optimizer"])
+    assert "pass Checkpoint(model=model, optimizer=optimizer)" in message
+    consumed = messages["forgotten_optimizer_consumed"]
+    assert consumed["type"] == "MismatchError"
+
+
+def test_load_weights_into_an_uncompiled_model_speaks_of_load_weights(messages):
+    # A compiled model's optimizer is saved with it (model.optimizer is tracked, as in TF).
+    assert any(k.startswith("optimizer/") for k in messages["weights_keys"])
+    message = _one_warning(messages["load_weights_uncompiled"])
+    assert "Checkpoint(" not in message  # the user never made a Checkpoint
+    assert "model.compile(optimizer=...)" in message
+    assert "load_weights(..., expect_partial=True)" in message
+    assert messages["load_weights_expect_partial"]["warnings"] == []

@@ -584,3 +584,81 @@ def test_resumed_run_in_a_new_process_equals_an_uninterrupted_one(tmp_path: Path
         else:
             assert a.tobytes() == b.tobytes(), key  # bit for bit
     assert int(split.get_tensor("step/.ATTRIBUTES/VARIABLE_VALUE")) == 8
+
+
+# -- what a restore says, in torch terms -----------------------------------------------------
+
+
+class _Two(nn.Module):
+    def __init__(self, first: str = "fc1") -> None:
+        super().__init__()
+        setattr(self, first, nn.Linear(4, 8))
+        self.fc2 = nn.Linear(8, 2)
+
+
+def _trained_two(tmp_path: Path, with_optimizer: bool = True) -> str:
+    model = _Two()
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
+    hidden = model.get_submodule("fc1")(torch.ones(3, 4))
+    model.get_submodule("fc2")(hidden).sum().backward()
+    optimizer.step()
+    children: dict[str, Any] = {"model": model}
+    if with_optimizer:
+        children["optimizer"] = optimizer
+    return trackpoint.Checkpoint(**children).save(tmp_path / "ckpt")
+
+
+def _partial_warning(record: pytest.WarningsRecorder) -> str:
+    found = [w for w in record if issubclass(w.category, trackpoint.PartialRestoreWarning)]
+    assert len(found) == 1, [str(w.message) for w in found]
+    assert found[0].filename == __file__  # the user's line, raised during the call
+    return str(found[0].message)
+
+
+def test_forgotten_optimizer_warns_at_the_restore_call(tmp_path: Path) -> None:
+    path = _trained_two(tmp_path)
+    with pytest.warns(trackpoint.PartialRestoreWarning) as record:
+        status = trackpoint.Checkpoint(model=_Two()).restore(path)
+    message = _partial_warning(record)
+    assert "pass Checkpoint(model=model, optimizer=optimizer)" in message
+    assert "restore(..., expect_partial=True)" in message
+    with pytest.raises(trackpoint.MismatchError) as err:
+        status.assert_consumed()
+    # Torch objects do not wait to be built: no Keras advice.
+    assert "optimizer.build" not in str(err.value)
+    assert "call the model once" not in str(err.value)
+    assert "Keras" not in str(err.value)
+
+
+def test_optimizer_missing_from_the_checkpoint_warns_in_torch_terms(tmp_path: Path) -> None:
+    path = _trained_two(tmp_path, with_optimizer=False)
+    model = _Two()
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
+    with pytest.warns(trackpoint.PartialRestoreWarning) as record:
+        trackpoint.Checkpoint(model=model, optimizer=optimizer).restore(path)
+    message = _partial_warning(record)
+    assert "saved without an optimizer" in message
+    assert "optimizer.step()" in message
+    assert "optimizer.build" not in message
+
+
+def test_restore_with_expect_partial_is_silent(
+    tmp_path: Path, recwarn: pytest.WarningsRecorder
+) -> None:
+    path = _trained_two(tmp_path)
+    trackpoint.Checkpoint(model=_Two()).restore(path, expect_partial=True)
+    assert not [w for w in recwarn if issubclass(w.category, trackpoint.PartialRestoreWarning)]
+
+
+def test_renamed_submodule_names_both_sides_paired_by_structure(tmp_path: Path) -> None:
+    path = _trained_two(tmp_path)
+    renamed = _Two(first="encoder")  # fc1 → encoder: nothing alike in the names
+    optimizer = torch.optim.Adam(renamed.parameters(), lr=0.01)
+    with pytest.warns(trackpoint.PartialRestoreWarning) as record:
+        status = trackpoint.Checkpoint(model=renamed, optimizer=optimizer).restore(path)
+    message = _partial_warning(record)
+    assert "model.encoder in the program and model.fc1 in the checkpoint" in message
+    assert "same variables and shapes (bias [8], weight [8, 4])" in message
+    with pytest.raises(trackpoint.MismatchError) as err:
+        status.assert_existing_objects_matched()
+    assert "model.encoder in the program and model.fc1 in the checkpoint" in str(err.value)

@@ -7,6 +7,7 @@ from ._keys import OBJECT_GRAPH_KEY as OBJECT_GRAPH_KEY
 from ._keys import display_path as display_path
 from ._keys import escape_local_name as escape_local_name
 from ._matching import Restorer as Restorer
+from ._matching import restore_by_name as restore_by_name
 from ._module import JSONState as JSONState
 from ._module import Module as Module
 from ._module import PythonState as PythonState
@@ -46,6 +47,7 @@ __all__ = [
     "parse_nodes",
     "register",
     "register_finder",
+    "restore_by_name",
     "save_graph",
     "to_trackable",
     "walk",

@@ -22,8 +22,11 @@ import numpy as np
 from trackpoint.engine import read_into_many
 from trackpoint.errors import NotTrackableError, ShapeMismatchError, TrackpointWarning
 
-from ._keys import VARIABLE_VALUE, display_path, escape_local_name
+from ._explain import user_stacklevel
+from ._keys import OBJECT_GRAPH_KEY, VARIABLE_VALUE, display_path, escape_local_name
+from ._status import NameBasedLoadStatus
 from ._trackable import Trackable, Value, check_compatible, to_trackable
+from ._view import GraphView
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -34,7 +37,7 @@ if TYPE_CHECKING:
 
     from ._saved import SavedGraph, SlotRef
 
-__all__ = ["BoundIds", "Restorer"]
+__all__ = ["BoundIds", "Restorer", "restore_by_name"]
 
 
 #: Flat per-node arrays: one 4-byte int per node instead of a tuple or dict entry.
@@ -312,7 +315,7 @@ class Restorer:
                     f"{self.display(node_id)} in the checkpoint matches two different objects "
                     "in the program; the first one was restored",
                     TrackpointWarning,
-                    stacklevel=4,
+                    stacklevel=user_stacklevel(),
                 )
             return False
         try:
@@ -447,3 +450,50 @@ class _DeferredBind:
         if self.node_id in self.restorer.bound:
             return
         self.restorer._bind_from(self.node_id, obj)
+
+
+def restore_by_name(reader: BundleReader, root: object, prefix: str) -> NameBasedLoadStatus:
+    """Restore a TF1 checkpoint (no object graph): match each variable by name or path.
+
+    Each value of the live graph takes the key of its variable's name (`full_name`), else
+    of its object path (`dense/kernel`); the caller is warned that nothing was matched by
+    structure.
+
+    Raises:
+        ShapeMismatchError, DTypeMismatchError: a matched key does not fit its variable.
+        NotTrackableError: a matched value is immutable (a JAX array), which only the
+            object-graph restore can replace in its parent.
+    """
+    keys = [info.key for info in reader.infos() if info.key != OBJECT_GRAPH_KEY]
+    matched: dict[str, str] = {}
+    unmatched: list[str] = []
+    for node in GraphView(root).nodes:
+        for saved in node.values:
+            candidates = []
+            if saved.full_name and saved.full_name != "Variable":
+                candidates.append(saved.full_name)
+            if node.names:
+                candidates.append("/".join(node.names))
+            key = next((c for c in candidates if c in reader), None)
+            if key is None:
+                unmatched.append(node.display)
+                continue
+            info = reader.info(key)
+            check_compatible(saved.value, info.shape, info.dtype.numpy or object, node.display)
+            if saved.value.assign(reader.get_tensor(key)) is not None:
+                # An immutable value (a JAX array) is restored as a new object that only
+                # the object-graph restore knows how to put into its parent.
+                raise NotTrackableError(
+                    f"{node.display} cannot take values from '{prefix}' in place (a JAX "
+                    "array); a name-based (TF1) checkpoint restores only mutable values — "
+                    f"read it with load_checkpoint('{prefix}').get_tensor('{key}')"
+                )
+            matched[node.display] = key
+    warnings.warn(
+        f"'{prefix}' has no object graph (a TF1 name-based checkpoint): variables were matched "
+        f"by name or path instead of by structure ({len(matched)} matched, {len(unmatched)} "
+        f"not); check the result with status.assert_consumed()",
+        TrackpointWarning,
+        stacklevel=user_stacklevel(),
+    )
+    return NameBasedLoadStatus(prefix, matched, unmatched, keys)

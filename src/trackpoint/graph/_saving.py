@@ -9,7 +9,9 @@ but its bytes, its object, its parent and its name under it (paths are rebuilt f
 these when a key or a message needs one), and its id until the walk ends. Values are
 handed to the caller as they are met, in node order (TF's data-file order), so their
 wrappers need not outlive the walk either. `GraphView` stays the view for questions
-about the live graph (restore by name, status messages); tests check both agree.
+about the live graph (restore by name, status messages); both take slot variables
+(`slot_variables`, `tracked_twice`) and `has_checkpoint_values` from here, so the two
+cannot drift apart, and tests check both agree.
 
 A node's `has_checkpoint_values` depends on nodes met later, so the graph is framed at
 the end: the bytes of each node message are its children and attributes (serialized when
@@ -39,9 +41,9 @@ from ._keys import (
 from ._trackable import Trackable, Value, to_trackable
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterator, Sequence
 
-__all__ = ["save_graph"]
+__all__ = ["has_checkpoint_values", "save_graph", "slot_variables", "tracked_twice"]
 
 _TrackableObject = graph_pb2.TrackableObjectGraph.TrackableObject
 #: A slot variable node's path is its key without this (as `GraphView` names it).
@@ -63,6 +65,62 @@ def _flag_bytes(value: bool) -> bytes:
 
 
 _HAS_VALUES, _HAS_NO_VALUES = _flag_bytes(True), _flag_bytes(False)
+
+
+def slot_variables(
+    optimizer: Trackable, objects: Sequence[object]
+) -> Iterator[tuple[str, int, object]]:
+    """(slot name, variable's node, slot) of an optimizer's slot variables, in TF's order.
+
+    For each slot name, for each object in node order (format doc §7.3); `objects` are the
+    breadth-first nodes only (slot variables have no slots). Shared by the save walk and
+    `GraphView`, so both give slot nodes the same ids.
+    """
+    for slot_name in optimizer.slot_names():
+        for variable_id, variable in enumerate(objects):
+            slot = optimizer.get_slot(variable, slot_name)
+            if slot is not None:
+                yield slot_name, variable_id, slot
+
+
+def tracked_twice(slot_name: str, variable: str, other: str) -> NotTrackableError:
+    """The error for a slot variable that is also an object's child (TF refuses it too)."""
+    return NotTrackableError(
+        f"slot {slot_name!r} of {variable} is also a child of {other}; a slot variable "
+        "cannot be tracked twice"
+    )
+
+
+def has_checkpoint_values(
+    valued: bytearray, edge_parents: array[int], edge_children: array[int]
+) -> bytearray:
+    """Per node, 1 when it or anything below it (children edges only) holds values.
+
+    Propagated from the valued nodes up their parents, each node once; the parents of
+    each node are found through the edges sorted by child (4 bytes per edge).
+
+    Args:
+        valued: Per node, 1 where the node itself holds values or slot variables.
+        edge_parents: Each child edge's parent node.
+        edge_children: Each child edge's child node (same order).
+    """
+    has = bytearray(valued)
+    children = np.frombuffer(edge_children, dtype=np.int32)
+    by_child = np.argsort(children, kind="stable")
+    parents = array("i", np.frombuffer(edge_parents, dtype=np.int32)[by_child].tobytes())
+    bounds = np.searchsorted(children[by_child], np.arange(len(has) + 1, dtype=np.int32))
+    starts = array("q", bounds.astype(np.int64).tobytes())
+    del by_child, bounds
+    flagged = np.flatnonzero(np.frombuffer(valued, dtype=np.uint8))
+    stack = array("i", flagged.astype(np.int32).tobytes())
+    del flagged
+    while stack:
+        child = stack.pop()
+        for parent in parents[starts[child] : starts[child + 1]]:
+            if not has[parent]:
+                has[parent] = 1
+                stack.append(parent)
+    return has
 
 
 def save_graph(root: object, visit: Callable[[str, Value], None]) -> bytes:
@@ -147,11 +205,11 @@ class _Walk:
     def _slot_path(self, node_id: int) -> str:
         """A slot variable node's path (for a message: found again rather than kept)."""
         slot = self._objects[node_id]
+        bfs = self._objects[: self._bfs_count]
         for optimizer_id, optimizer in self._optimizers:
-            for slot_name in optimizer.slot_names():
-                for variable_id in range(self._bfs_count):
-                    if optimizer.get_slot(self._objects[variable_id], slot_name) is slot:
-                        return self._slot_key(variable_id, optimizer_id, slot_name)[:-_SLOT_SUFFIX]
+            for slot_name, variable_id, found in slot_variables(optimizer, bfs):
+                if found is slot:
+                    return self._slot_key(variable_id, optimizer_id, slot_name)[:-_SLOT_SUFFIX]
         return "a slot variable"  # pragma: no cover - every slot node was found this way
 
     def _slot_key(self, variable_id: int, optimizer_id: int, slot_name: str) -> str:
@@ -207,59 +265,31 @@ class _Walk:
     def _add_slot_variables(self, optimizer_id: int, optimizer: Trackable) -> None:
         """Add the optimizer's slot variables as nodes (format doc §7.3), in TF's order."""
         refs = _TrackableObject()
-        for slot_name in optimizer.slot_names():
-            for variable_id in range(self._bfs_count):
-                slot = optimizer.get_slot(self._objects[variable_id], slot_name)
-                if slot is None:
-                    continue
-                if id(slot) in self._ids:
-                    raise NotTrackableError(
-                        f"slot {slot_name!r} of {self._display(variable_id)} is also a child "
-                        f"of {self._display(self._ids[id(slot)])}; a slot variable cannot be "
-                        "tracked twice"
-                    )
-                key = self._slot_key(variable_id, optimizer_id, slot_name)
-                trackable = to_trackable(slot, path=key)
-                slot_id = len(self._objects)
-                self._objects.append(slot)
-                self._parents.append(-1)
-                self._names.append("")
-                self._ids[id(slot)] = slot_id
-                refs.slot_variables.add(
-                    original_variable_node_id=variable_id,
-                    slot_name=slot_name,
-                    slot_variable_node_id=slot_id,
+        for slot_name, variable_id, slot in slot_variables(
+            optimizer, self._objects[: self._bfs_count]
+        ):
+            if id(slot) in self._ids:
+                raise tracked_twice(
+                    slot_name, self._display(variable_id), self._display(self._ids[id(slot)])
                 )
-                self._add_values(_TrackableObject(), trackable, slot_id, key[:-_SLOT_SUFFIX])
+            key = self._slot_key(variable_id, optimizer_id, slot_name)
+            trackable = to_trackable(slot, path=key)
+            slot_id = len(self._objects)
+            self._objects.append(slot)
+            self._parents.append(-1)
+            self._names.append("")
+            self._ids[id(slot)] = slot_id
+            refs.slot_variables.add(
+                original_variable_node_id=variable_id,
+                slot_name=slot_name,
+                slot_variable_node_id=slot_id,
+            )
+            self._add_values(_TrackableObject(), trackable, slot_id, key[:-_SLOT_SUFFIX])
         if refs.slot_variables:
             self._slot_refs[optimizer_id] = refs.SerializeToString()
             self._valued[optimizer_id] = 1
 
     # -- the graph's bytes -------------------------------------------------------------------
-
-    def _has_checkpoint_values(self) -> bytearray:
-        """Per node, 1 when it or anything below it (children edges only) holds values.
-
-        Propagated from the valued nodes up their parents, each node once; the parents
-        of each node are found through the edges sorted by child (4 bytes per edge).
-        """
-        has = bytearray(self._valued)
-        children = np.frombuffer(self._edge_children, dtype=np.int32)
-        by_child = np.argsort(children, kind="stable")
-        parents = array("i", np.frombuffer(self._edge_parents, dtype=np.int32)[by_child].tobytes())
-        bounds = np.searchsorted(children[by_child], np.arange(len(has) + 1, dtype=np.int32))
-        starts = array("q", bounds.astype(np.int64).tobytes())
-        del by_child, bounds
-        valued = np.flatnonzero(np.frombuffer(self._valued, dtype=np.uint8))
-        stack = array("i", valued.astype(np.int32).tobytes())
-        del valued
-        while stack:
-            child = stack.pop()
-            for parent in parents[starts[child] : starts[child + 1]]:
-                if not has[parent]:
-                    has[parent] = 1
-                    stack.append(parent)
-        return has
 
     def _framed(self) -> bytes:
         """The `TrackableObjectGraph`: each node's bytes framed as an entry of `nodes`."""
@@ -268,7 +298,7 @@ class _Walk:
         self._objects.clear()
         self._ids.clear()
         self._names.clear()
-        has = self._has_checkpoint_values()
+        has = has_checkpoint_values(self._valued, self._edge_parents, self._edge_children)
         bodies = memoryview(self._bodies)
         out = bytearray()
         start = 0

@@ -7,69 +7,55 @@ variable names) and `InitializationOnlyStatus` (`restore(None)`) share TF's meth
 `AssertionError`), whose `unused_checkpoint_values` and `unrestored_objects` hold the
 object paths so programs need not parse the text.
 
-When values of the checkpoint were never used and `expect_partial()` was not called, a
-`PartialRestoreWarning` lists them once, when the status is garbage-collected (deferred
-restorations can still use values until then).
+What a restore can already tell is wrong — an object of the program that this checkpoint
+has nothing for, a part of the checkpoint nothing in the program can take — is warned about
+at the restore call itself (`LoadStatus.warn_partial`, a `PartialRestoreWarning` pointing at
+the caller's line; `expect_partial=True` on the call silences it). Nothing is warned at
+garbage collection: values waiting for objects the program may still create (an unbuilt
+Keras layer) are named by `assert_consumed()` only.
 """
 
 from __future__ import annotations
 
-import difflib
 import warnings
-import weakref
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from trackpoint.errors import MismatchError, PartialRestoreWarning
 
-from ._keys import display_path
-from ._view import GraphView, walk_values
+from ._explain import (
+    deferred_hint,
+    find_mismatch,
+    listing,
+    optimizer_sentences,
+    rename_sentences,
+    side_sentences,
+    silence_hint,
+    user_stacklevel,
+)
+from ._view import walk_values
 
 if TYPE_CHECKING:
+    from ._explain import Call
     from ._matching import Restorer
 
 __all__ = ["InitializationOnlyStatus", "LoadStatus", "NameBasedLoadStatus"]
 
-_MAX_LISTED = 10
-_OPTIMIZER_HINTS = ("optimizer", "opt", "optim")
-
 
 def _listing(items: list[str]) -> str:
-    shown = ", ".join(items[:_MAX_LISTED])
-    more = len(items) - _MAX_LISTED
-    return shown + (f", … and {more} more (see err.unused_checkpoint_values)" if more > 0 else "")
-
-
-def _looks_like_optimizer(name: str) -> bool:
-    lowered = name.lower()
-    return lowered in _OPTIMIZER_HINTS or "optim" in lowered
-
-
-@dataclass(slots=True)
-class _Flags:
-    expect_partial: bool = False
-    warned: bool = False
-
-
-def _warn_unused(restorer: Restorer, flags: _Flags) -> None:
-    if flags.expect_partial or flags.warned:
-        return
-    unused = sorted({restorer.display(node) for node, _ in restorer.unused_values()})
-    if unused:
-        flags.warned = True
-        warnings.warn(
-            f"{len(unused)} value(s) of the checkpoint were not restored: {_listing(unused)}; "
-            "call status.expect_partial() if that is intended, or status.assert_consumed() "
-            "to see why",
-            PartialRestoreWarning,
-            stacklevel=2,
-        )
+    return listing(items, "err.unused_checkpoint_values")
 
 
 class _StatusBase:
     def expect_partial(self) -> Any:
         """Silence the warning about unused checkpoint values; returns the status."""
         return self
+
+    def warn_partial(self, call: str | None = None) -> None:
+        """Warn about what the restore certainly missed (see `LoadStatus.warn_partial`).
+
+        This kind of status knows of nothing to warn about.
+        """
+        del call
 
     def run_restore_ops(self, session: object = None) -> None:
         """Does nothing: values are restored eagerly (kept for TF compatibility)."""
@@ -83,12 +69,14 @@ class _StatusBase:
 class LoadStatus(_StatusBase):
     """The result of restoring an object-based checkpoint (`Checkpoint.restore/read`)."""
 
-    def __init__(self, restorer: Restorer, root: object, prefix: str) -> None:
+    def __init__(
+        self, restorer: Restorer, root: object, prefix: str, call: Call = "restore"
+    ) -> None:
         self._restorer = restorer
         self._root = root
         self.prefix = prefix
-        self._flags = _Flags()
-        weakref.finalize(self, _warn_unused, restorer, self._flags)
+        self._call: Call = call
+        self._expect_partial = False
 
     # -- facts ----------------------------------------------------------------------------
 
@@ -131,17 +119,19 @@ class LoadStatus(_StatusBase):
         if unused or pending:
             lines = [f"{len(unused)} checkpoint value(s) were not used: {_listing(list(unused))}"]
             lines += self._explain_unused()
+            unbound = [n for n in restorer.deferred if n not in restorer.bound]
+            # A child of the root waits only for the user to attach it: the two sides of
+            # the explanation above name it, with its fix. Deeper ones wait to be built.
             deferred = sorted(
-                {restorer.display(n) for n in restorer.deferred if n not in restorer.bound}
+                {restorer.display(n) for n in unbound if len(restorer.path(n) or ()) > 1}
             )
             if deferred:
                 # Values kept for objects created later (an unbuilt layer or optimizer):
                 # say so, since creating them is the fix, not a change of names.
+                framework = find_mismatch(restorer).framework
                 lines.append(
                     f"{len(deferred)} object(s) of the checkpoint wait for the program to "
-                    f"create them ({_listing(deferred)}) and are restored when they appear: "
-                    "build the model and the optimizer first (Keras: call the model once, "
-                    "then optimizer.build(model.trainable_variables))"
+                    f"create them ({_listing(deferred)}): " + deferred_hint(framework, self._call)
                 )
             if pending:
                 waiting = [
@@ -153,7 +143,7 @@ class LoadStatus(_StatusBase):
                     + ("optimizer" if pending[0][0] not in restorer.bound else "variable")
                     + f": {_listing(waiting)}"
                 )
-            lines.append("or call status.expect_partial() if a partial restore is intended")
+            lines.append("or " + silence_hint(self._call))
             raise MismatchError("; ".join(lines), unused_checkpoint_values=unused)
         return self
 
@@ -169,7 +159,7 @@ class LoadStatus(_StatusBase):
                 f"{len(missing)} object(s) in the program got no value from the checkpoint "
                 f"'{self.prefix}': {_listing(missing)}"
             ]
-            lines += self._explain_unused(live_side=True)
+            lines += self._explain_unused()
             raise MismatchError(
                 "; ".join(lines),
                 unused_checkpoint_values=self.unused_checkpoint_values,
@@ -194,99 +184,49 @@ class LoadStatus(_StatusBase):
         return self
 
     def expect_partial(self) -> LoadStatus:
-        """Silence the warning about unused checkpoint values; returns the status."""
-        self._flags.expect_partial = True
+        """Mark the restore as intentionally partial; returns the status (as TF's).
+
+        What the restore could tell was missing was warned about at the call already:
+        silence that with `restore(path, expect_partial=True)` (or `read`,
+        `load_weights`). Kept so that TF code runs unchanged.
+        """
+        self._expect_partial = True
         return self
+
+    # -- the warning at the call -----------------------------------------------------------
+
+    def warn_partial(self, call: str | None = None) -> None:
+        """Warn, once and at the caller's line, about what this restore certainly missed.
+
+        Called by the restore call itself (`Checkpoint.restore`/`read`, `load_weights`)
+        unless it was given `expect_partial=True`: an object of the program that this
+        checkpoint has nothing for, or a part of the checkpoint nothing can take.
+
+        Args:
+            call: The user's call to name in the message, when it is not the restore
+                call that made this status (`restore_or_initialize` restores through
+                `Checkpoint.restore(..., expect_partial=True)`, then warns in its own name).
+        """
+        mismatch = find_mismatch(self._restorer)
+        if not mismatch.certain:
+            return
+        name = call or self._call
+        lines = [f"{name} of '{self.prefix}' was partial"]
+        lines += rename_sentences(mismatch, certain_only=True)
+        lines += side_sentences(mismatch, certain_only=True)
+        lines += optimizer_sentences(mismatch, self._restorer, self._call)
+        lines.append(silence_hint(name))
+        warnings.warn("; ".join(lines), PartialRestoreWarning, stacklevel=user_stacklevel())
 
     # -- explanations -------------------------------------------------------------------
 
-    def _explain_unused(self, live_side: bool = False) -> list[str]:
-        """Sentences that name the likely cause: a rename, a missing optimizer."""
-        restorer = self._restorer
-        graph = restorer.graph
-        hints: list[str] = []
-        live_by_parent = self._unbound_live_children()
-        for parent_id, live_children in live_by_parent.items():
-            saved_children = [
-                (name, child_id)
-                for name, child_id in graph.children(parent_id)
-                if self._unbound_with_values(child_id)
-            ]
-            saved_names = [name for name, _ in saved_children]
-            for live_name, live_shapes in live_children.items():
-                for match in difflib.get_close_matches(live_name, saved_names, n=1, cutoff=0.5):
-                    node_id = dict(saved_children)[match]
-                    same = sorted(self._saved_shapes(node_id)) == sorted(live_shapes)
-                    parent = restorer.path(parent_id) or ()
-                    hints.append(
-                        f"{display_path((*parent, live_name))} has no value in the checkpoint; "
-                        f"the checkpoint has {display_path((*parent, match))}"
-                        + (" (same shapes)" if same else "")
-                        + " — was it renamed?"
-                    )
-                    saved_names.remove(match)
-        root_saved = {
-            name for name, child_id in graph.children(0) if self._unbound_with_values(child_id)
-        }
-        for name in sorted(root_saved):
-            if _looks_like_optimizer(name) and name not in live_by_parent.get(0, {}):
-                hints.append(
-                    f"the checkpoint holds optimizer state under {name!r} but the program's "
-                    f"Checkpoint has no {name!r}: pass Checkpoint(model=model, {name}=optimizer)"
-                )
-        if live_side:
-            saved_root = {name for name, _ in graph.children(0)}
-            for name in sorted(live_by_parent.get(0, {})):
-                if _looks_like_optimizer(name) and name not in saved_root:
-                    hints.append(
-                        f"the program's {name!r} has no state in the checkpoint: it was saved "
-                        f"without an optimizer (its root has {', '.join(sorted(saved_root))}); "
-                        "the optimizer starts fresh — call status.expect_partial() to accept that"
-                    )
-        return hints
-
-    def _unbound_live_children(self) -> dict[int, dict[str, list[tuple[int, ...]]]]:
-        """For each bound saved node: its live children that matched nothing, with shapes."""
-        restorer = self._restorer
-        bound_ids = restorer.bound_ids()
-        out: dict[int, dict[str, list[tuple[int, ...]]]] = {}
-        for node_id, trackable in restorer.trackables.items():
-            for name, child in trackable.trackable_children().items():
-                if child in bound_ids:
-                    continue
-                try:
-                    shapes = [
-                        value.value.shape for n in GraphView(child).nodes for value in n.values
-                    ]
-                except Exception:  # noqa: BLE001 - a hint must never mask the real error
-                    shapes = []
-                if shapes:
-                    out.setdefault(node_id, {})[name] = shapes
-        return out
-
-    def _saved_shapes(self, node_id: int) -> list[tuple[int, ...]]:
-        restorer = self._restorer
-        graph = restorer.graph
-        shapes = []
-        seen = {node_id}
-        stack = [node_id]
-        while stack:
-            current = stack.pop()
-            for _, key in graph.attributes(current):
-                if key in restorer.reader:
-                    shapes.append(restorer.reader.info(key).shape)
-            for _, child_id in graph.children(current):
-                if child_id not in seen and 0 <= child_id < len(graph):
-                    seen.add(child_id)
-                    stack.append(child_id)
-        return shapes
-
-    def _unbound_with_values(self, node_id: int) -> bool:
-        restorer = self._restorer
+    def _explain_unused(self) -> list[str]:
+        """Both sides side by side, renames paired by structure, and a missing optimizer."""
+        mismatch = find_mismatch(self._restorer)
         return (
-            0 <= node_id < len(restorer.graph)
-            and node_id not in restorer.bound
-            and restorer.has_values(node_id)
+            rename_sentences(mismatch)
+            + side_sentences(mismatch)
+            + optimizer_sentences(mismatch, self._restorer, self._call)
         )
 
 
@@ -301,7 +241,7 @@ class NameBasedLoadStatus(_StatusBase):
         self._unmatched_live = unmatched_live
         used = set(matched.values())
         self._unused = [k for k in keys if k not in used]
-        self._flags = _Flags()
+        self._expect_partial = False
 
     @property
     def unused_checkpoint_values(self) -> tuple[str, ...]:
@@ -348,7 +288,7 @@ class NameBasedLoadStatus(_StatusBase):
 
     def expect_partial(self) -> NameBasedLoadStatus:
         """Accepted for TF compatibility; returns the status."""
-        self._flags.expect_partial = True
+        self._expect_partial = True
         return self
 
 

@@ -18,6 +18,7 @@ from trackpoint.errors import NotTrackableError
 from trackpoint.format.protos import trackable_object_graph_pb2 as graph_pb2
 
 from ._keys import attribute_key, display_path, escape_local_name, object_path, slot_key
+from ._saving import has_checkpoint_values, slot_variables, tracked_twice
 from ._trackable import Trackable, Value, to_trackable
 
 if TYPE_CHECKING:
@@ -193,32 +194,27 @@ class GraphView:
 
     def _add_slot_variables(self) -> None:
         bfs_nodes = list(self.nodes)
+        objects = [node.obj for node in bfs_nodes]
         for optimizer in bfs_nodes:
-            slot_names = optimizer.trackable.slot_names()
-            for slot_name in slot_names:
-                for variable in bfs_nodes:
-                    slot = optimizer.trackable.get_slot(variable.obj, slot_name)
-                    if slot is None:
-                        continue
-                    if id(slot) in self._ids:
-                        raise NotTrackableError(
-                            f"slot {slot_name!r} of {variable.display} is also a child of "
-                            f"{self.nodes[self._ids[id(slot)]].display}; a slot variable "
-                            "cannot be tracked twice"
-                        )
-                    key = slot_key(variable.key_path, optimizer.key_path, slot_name)
-                    slot_node = ViewNode(
-                        len(self.nodes),
-                        slot,
-                        to_trackable(slot, path=key),
-                        None,
-                        key[: -len("/.ATTRIBUTES/VARIABLE_VALUE")],
+            for slot_name, variable_id, slot in slot_variables(optimizer.trackable, objects):
+                variable = bfs_nodes[variable_id]
+                if id(slot) in self._ids:
+                    raise tracked_twice(
+                        slot_name, variable.display, self.nodes[self._ids[id(slot)]].display
                     )
-                    self.nodes.append(slot_node)
-                    self._ids[id(slot)] = slot_node.node_id
-                    if not optimizer.slots:
-                        optimizer.slots = []
-                    optimizer.slots.append((variable.node_id, slot_name, slot_node.node_id))
+                key = slot_key(variable.key_path, optimizer.key_path, slot_name)
+                slot_node = ViewNode(
+                    len(self.nodes),
+                    slot,
+                    to_trackable(slot, path=key),
+                    None,
+                    key[: -len("/.ATTRIBUTES/VARIABLE_VALUE")],
+                )
+                self.nodes.append(slot_node)
+                self._ids[id(slot)] = slot_node.node_id
+                if not optimizer.slots:
+                    optimizer.slots = []
+                optimizer.slots.append((variable.node_id, slot_name, slot_node.node_id))
 
     def _collect_values(self, node: ViewNode) -> None:
         full_name = node.trackable.trackable_name
@@ -255,21 +251,14 @@ class GraphView:
                     slot_name=slot_name,
                     slot_variable_node_id=slot_id,
                 )
-            proto.has_checkpoint_values.value = has_values[node.node_id]
+            proto.has_checkpoint_values.value = bool(has_values[node.node_id])
         return graph
 
-    def _has_checkpoint_values(self) -> list[bool]:
-        # True when a node or anything below it (children edges only) holds values;
-        # propagated from the valued nodes up their parents until nothing changes.
-        has = [bool(n.values or n.slots) for n in self.nodes]
-        parents: dict[int, list[int]] = {}
+    def _has_checkpoint_values(self) -> bytearray:
+        valued = bytearray(1 if n.values or n.slots else 0 for n in self.nodes)
+        parents, children = array("i"), array("i")
         for node in self.nodes:
             for _, child_id in node.children:
-                parents.setdefault(child_id, []).append(node.node_id)
-        stack = [i for i, flag in enumerate(has) if flag]
-        while stack:
-            for parent in parents.get(stack.pop(), ()):
-                if not has[parent]:
-                    has[parent] = True
-                    stack.append(parent)
-        return has
+                parents.append(node.node_id)
+                children.append(child_id)
+        return has_checkpoint_values(valued, parents, children)
