@@ -146,9 +146,9 @@ def test_rename_pairs_by_structure_before_name_similarity(tmp_path: Path) -> Non
     path = trackpoint.Checkpoint(model=saved).save(tmp_path / "ckpt")
     live = trackpoint.Module()
     live.first = Dense(4, 8)
-    live.layer3 = Dense(8, 3)  # looks like layer1 by name, is layer2 by structure
+    live.layer_1 = Dense(8, 3)  # nearer layer1 by name, is layer2 by structure
     with pytest.warns(trackpoint.PartialRestoreWarning) as record:
         trackpoint.Checkpoint(model=live).restore(path)
     message = str(_only(record).message)
-    assert "model.layer3 in the program and model.layer2 in the checkpoint" in message
+    assert "model.layer_1 in the program and model.layer2 in the checkpoint" in message
     assert "model.first in the program and model.layer1 in the checkpoint" in message

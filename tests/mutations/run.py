@@ -250,13 +250,33 @@ MUTATIONS: list[Mutation] = [
     ),
     Mutation(
         name="rename-hint-always-same-shapes",
-        file="graph/_status.py",
-        old='+ (" (same shapes)" if same else "")',
-        new='+ " (same shapes)"',
+        file="graph/_explain.py",
+        old="    if live.signature and live.signature == saved.signature:\n",
+        new="    if live.signature:\n",
         tests=(
             "tests/graph/test_restore.py::test_rename_hint_says_same_shapes_only_when_they_are_the_same",
         ),
-        breaks="the rename hint says '(same shapes)' when the shapes differ",
+        breaks="the rename hint says 'the same variables and shapes' when they differ",
+    ),
+    Mutation(
+        name="rename-pairs-by-name-first",
+        file="graph/_explain.py",
+        old="    scored.sort(key=lambda item: (-item[0], -item[1]))\n",
+        new="    scored.sort(key=lambda item: (-item[1], -item[0]))\n",
+        tests=(
+            "tests/graph/test_restore_warnings.py::test_rename_pairs_by_structure_before_name_similarity",
+        ),
+        breaks="renames are paired by name similarity before structure",
+    ),
+    Mutation(
+        name="partial-restore-warning-points-inside-trackpoint",
+        file="graph/_status.py",
+        old="PartialRestoreWarning, stacklevel=user_stacklevel())",
+        new="PartialRestoreWarning, stacklevel=2)",
+        tests=(
+            "tests/graph/test_restore_warnings.py::test_optimizer_missing_from_the_checkpoint_warns_at_the_restore_call",
+        ),
+        breaks="the partial-restore warning names a trackpoint line, not the user's",
     ),
     # -- the parallel restore's checksums (engine/_read.py) -----------------------------
     Mutation(
