@@ -291,6 +291,45 @@ def test_restore_of_a_latest_whose_data_file_moved_names_the_file_and_the_whole_
         manager.restore_or_initialize()
 
 
+def test_restore_stopped_by_a_damaged_tensor_names_the_whole_ones_and_the_mixed_state(
+    tmp_path: Path,
+) -> None:
+    # Sizes are right (the cheap check before restoring passes): the damage is found only
+    # while values are being read into the program, after some may have been assigned.
+    model = trackpoint.Module()
+    model.a = trackpoint.Variable(np.zeros(64))
+    model.b = trackpoint.Variable(np.zeros(64))
+    ckpt = trackpoint.Checkpoint(model=model)
+    manager = trackpoint.CheckpointManager(ckpt, tmp_path, max_to_keep=5)
+    for value in (1.0, 2.0, 3.0):
+        model.a.assign(np.full(64, value))
+        model.b.assign(np.full(64, value))
+        manager.save()
+    manager.close()
+    data = tmp_path / "ckpt-3.data-00000-of-00001"
+    raw = bytearray(data.read_bytes())
+    raw[len(raw) // 2] ^= 0xFF
+    data.write_bytes(bytes(raw))
+    fresh = trackpoint.Module()
+    fresh.a = trackpoint.Variable(np.full(64, -1.0))
+    fresh.b = trackpoint.Variable(np.full(64, -1.0))
+    again = trackpoint.CheckpointManager(trackpoint.Checkpoint(model=fresh), tmp_path, 5)
+    with pytest.raises(trackpoint.CorruptCheckpointError) as info:
+        again.checkpoint.restore(trackpoint.latest_checkpoint(tmp_path))
+    message = str(info.value)
+    assert message.startswith("'ckpt-3.data-00000-of-00001' is damaged"), message
+    assert "failed its checksum" in message
+    assert "ckpt-2, ckpt-1 are complete" in message
+    assert f"'{tmp_path / 'ckpt-2'}'" in message
+    assert "fall_back=True" in message
+    assert "stopped partway" in message  # the program's values are mixed now
+    assert info.value.file == str(data)
+    with pytest.warns(trackpoint.TrackpointWarning, match="restored 'ckpt-2'"):
+        again.restore_or_initialize(fall_back=True)
+    np.testing.assert_array_equal(fresh.a.numpy(), np.full(64, 2.0))
+    np.testing.assert_array_equal(fresh.b.numpy(), np.full(64, 2.0))
+
+
 def test_restore_or_initialize_falls_back_to_the_newest_checkpoint_that_verifies(
     tmp_path: Path,
 ) -> None:
