@@ -360,7 +360,24 @@ def _is_trackable_element(value: object) -> bool:
     )
 
 
-class _ListTrackable(Trackable):
+class _Container(Trackable):
+    """A dict, list or tuple: asks once whether the numbers it holds are state."""
+
+    def __init__(self, items: Any) -> None:
+        self._items = items
+        self._make_leaf: Callable[[Any, Any], NumberLeaf] | None = None
+        self._asked = False
+
+    def _number_leaf(self, position: int | str, number: Any) -> NumberLeaf | None:
+        """The leaf tracking `number` at `position`, or None when numbers here are not state."""
+        if not self._asked:
+            # Once per listing of the children or per restore, not per number: a finder
+            # may look at the whole tree.
+            self._make_leaf, self._asked = _number_leaves(self._items), True
+        return None if self._make_leaf is None else self._make_leaf(position, number)
+
+
+class _ListTrackable(_Container):
     """A list or tuple: trackable elements are children named by their index.
 
     A namedtuple's elements are children by field name too, fields first, as TensorFlow's
@@ -368,24 +385,21 @@ class _ListTrackable(Trackable):
     point at the same nodes.
     """
 
-    def __init__(self, items: list[Any] | tuple[Any, ...]) -> None:
-        self._items = items
+    _items: list[Any] | tuple[Any, ...]
 
     def trackable_children(self) -> Mapping[str, object]:
         fields = getattr(self._items, "_fields", ()) if isinstance(self._items, tuple) else ()
         named = zip(fields, self._items, strict=True) if fields else ()
         indexed = ((str(i), value) for i, value in enumerate(self._items))
-        make = (
-            _number_leaves(self._items)
-            if any(isinstance(value, _NUMBERS) for value in self._items)
-            else None
-        )
+        self._asked = False  # asked again: the container may have changed since
         children: dict[str, object] = {}
         for name, value in itertools.chain(named, indexed):
             if _is_trackable_element(value):
                 children[name] = value
-            elif make is not None and isinstance(value, _NUMBERS):
-                children[name] = make(self._index(name), value)
+            elif isinstance(value, _NUMBERS):
+                leaf = self._number_leaf(self._index(name), value)
+                if leaf is not None:
+                    children[name] = leaf
         return children
 
     def _index(self, name: str) -> int:
@@ -401,8 +415,7 @@ class _ListTrackable(Trackable):
         except (ValueError, IndexError):
             return None
         if isinstance(value, _NUMBERS):
-            make = _number_leaves(self._items)
-            return None if make is None else make(index, value)
+            return self._number_leaf(index, value)
         return value if _is_trackable_element(value) else None
 
     def replace_child(self, name: str, new: object) -> bool:
@@ -428,17 +441,14 @@ class _ListTrackable(Trackable):
         return rebuilt
 
 
-class _DictTrackable(Trackable):
+class _DictTrackable(_Container):
     """A dict: trackable values are children named by their key (insertion order)."""
 
-    def __init__(self, items: dict[Any, Any]) -> None:
-        self._items = items
+    _items: dict[Any, Any]
 
     def trackable_children(self) -> Mapping[str, object]:
+        self._asked = False  # asked again: the dict may have changed since
         children: dict[str, object] = {}
-        make: Callable[[Any, Any], NumberLeaf] | None = None
-        if any(isinstance(value, _NUMBERS) for value in self._items.values()):
-            make = _number_leaves(self._items)
         for key, value in self._items.items():
             if not isinstance(key, str):
                 raise NotTrackableError(
@@ -447,16 +457,17 @@ class _DictTrackable(Trackable):
                 )
             if _is_trackable_element(value):
                 children[key] = value
-            elif make is not None and isinstance(value, _NUMBERS):
-                children[key] = make(key, value)
+            elif isinstance(value, _NUMBERS):
+                leaf = self._number_leaf(key, value)
+                if leaf is not None:
+                    children[key] = leaf
         return children
 
     def lookup_child(self, name: str) -> object | None:
         # O(1), for the same reason as _ListTrackable.lookup_child.
         value = self._items.get(name)
         if isinstance(value, _NUMBERS):
-            make = _number_leaves(self._items)
-            return None if make is None else make(name, value)
+            return self._number_leaf(name, value)
         return value if value is not None and _is_trackable_element(value) else None
 
     def replace_child(self, name: str, new: object) -> bool:
