@@ -291,6 +291,45 @@ def test_restore_of_a_latest_whose_data_file_moved_names_the_file_and_the_whole_
         manager.restore_or_initialize()
 
 
+def test_restore_stopped_by_a_damaged_tensor_names_the_whole_ones_and_the_mixed_state(
+    tmp_path: Path,
+) -> None:
+    # Sizes are right (the cheap check before restoring passes): the damage is found only
+    # while values are being read into the program, after some may have been assigned.
+    model = trackpoint.Module()
+    model.a = trackpoint.Variable(np.zeros(64))
+    model.b = trackpoint.Variable(np.zeros(64))
+    ckpt = trackpoint.Checkpoint(model=model)
+    manager = trackpoint.CheckpointManager(ckpt, tmp_path, max_to_keep=5)
+    for value in (1.0, 2.0, 3.0):
+        model.a.assign(np.full(64, value))
+        model.b.assign(np.full(64, value))
+        manager.save()
+    manager.close()
+    data = tmp_path / "ckpt-3.data-00000-of-00001"
+    raw = bytearray(data.read_bytes())
+    raw[len(raw) // 2] ^= 0xFF
+    data.write_bytes(bytes(raw))
+    fresh = trackpoint.Module()
+    fresh.a = trackpoint.Variable(np.full(64, -1.0))
+    fresh.b = trackpoint.Variable(np.full(64, -1.0))
+    again = trackpoint.CheckpointManager(trackpoint.Checkpoint(model=fresh), tmp_path, 5)
+    with pytest.raises(trackpoint.CorruptCheckpointError) as info:
+        again.checkpoint.restore(trackpoint.latest_checkpoint(tmp_path))
+    message = str(info.value)
+    assert message.startswith("'ckpt-3.data-00000-of-00001' is damaged"), message
+    assert "failed its checksum" in message
+    assert "ckpt-2, ckpt-1 are complete" in message
+    assert f"'{tmp_path / 'ckpt-2'}'" in message
+    assert "fall_back=True" in message
+    assert "stopped partway" in message  # the program's values are mixed now
+    assert info.value.file == str(data)
+    with pytest.warns(trackpoint.TrackpointWarning, match="restored 'ckpt-2'"):
+        again.restore_or_initialize(fall_back=True)
+    np.testing.assert_array_equal(fresh.a.numpy(), np.full(64, 2.0))
+    np.testing.assert_array_equal(fresh.b.numpy(), np.full(64, 2.0))
+
+
 def test_restore_or_initialize_falls_back_to_the_newest_checkpoint_that_verifies(
     tmp_path: Path,
 ) -> None:
@@ -305,15 +344,65 @@ def test_restore_or_initialize_falls_back_to_the_newest_checkpoint_that_verifies
         restored = manager.restore_or_initialize(fall_back=True)
     assert restored == str(tmp_path / "ckpt-1")
     assert float(v.numpy()) == 1.0
-    assert int(manager.checkpoint.save_counter.numpy()) == 1
+    # Past the broken ckpt-3: the next save is ckpt-4 (the file name is the counter).
+    assert int(manager.checkpoint.save_counter.numpy()) == 3
     assert [w.filename for w in caught] == [__file__]
     message = str(caught[0].message)
     assert "restored 'ckpt-1'" in message
     assert "'ckpt-3': 'ckpt-3.data-00000-of-00001' is missing" in message
     assert "'ckpt-2':" in message
     assert "failed its checksum" in message
-    # Training goes on: the next save takes the number after the restored one.
-    assert manager.save() == str(tmp_path / "ckpt-2")
+    # The manager's latest is what it restored; the folder's state file still names the
+    # newest on disk until a save records a new one.
+    assert manager.latest_checkpoint == str(tmp_path / "ckpt-1")
+    assert trackpoint.latest_checkpoint(tmp_path) == str(tmp_path / "ckpt-3")
+    assert manager.restore_or_initialize() == str(tmp_path / "ckpt-1")
+
+
+def _break_the_two_newest(folder: Path) -> bytes:
+    (folder / "ckpt-3.data-00000-of-00001").unlink()
+    data = folder / "ckpt-2.data-00000-of-00001"
+    raw = bytearray(data.read_bytes())
+    raw[0] ^= 0xFF
+    data.write_bytes(bytes(raw))
+    return bytes(raw)
+
+
+def test_saves_after_a_fall_back_continue_past_the_broken_ones_never_over_them(
+    tmp_path: Path,
+) -> None:
+    _three_saves(tmp_path)
+    damaged = _break_the_two_newest(tmp_path)
+    manager, v = _fresh(tmp_path)
+    with pytest.warns(trackpoint.TrackpointWarning, match="the next save is 'ckpt-4'"):
+        manager.restore_or_initialize(fall_back=True)
+    v.assign(4.0)
+    assert manager.save() == str(tmp_path / "ckpt-4")
+    # The broken files are as they were (a moved data file can still be put back).
+    assert (tmp_path / "ckpt-2.data-00000-of-00001").read_bytes() == damaged
+    assert (tmp_path / "ckpt-3.index").exists()
+    assert manager.latest_checkpoint == str(tmp_path / "ckpt-4")
+    assert trackpoint.latest_checkpoint(tmp_path) == str(tmp_path / "ckpt-4")
+    assert int(manager.checkpoint.save_counter.numpy()) == 4
+    again, w = _fresh(tmp_path)
+    assert again.restore_or_initialize() == str(tmp_path / "ckpt-4")
+    assert float(w.numpy()) == 4.0
+
+
+def test_broken_checkpoints_skipped_by_a_fall_back_are_the_first_to_go(tmp_path: Path) -> None:
+    _three_saves(tmp_path)
+    _break_the_two_newest(tmp_path)
+    v = trackpoint.Variable(0.0)
+    manager = trackpoint.CheckpointManager(trackpoint.Checkpoint(v=v), tmp_path, max_to_keep=3)
+    with pytest.warns(trackpoint.TrackpointWarning, match="restored 'ckpt-1'"):
+        manager.restore_or_initialize(fall_back=True)
+    manager.save()
+    # ckpt-1 is the newest checkpoint that restores: max_to_keep removes the broken first.
+    assert not (tmp_path / "ckpt-2.index").exists()
+    assert (tmp_path / "ckpt-1.index").exists()
+    manager.save()
+    assert [os.path.basename(p) for p in manager.checkpoints] == ["ckpt-1", "ckpt-4", "ckpt-5"]
+    assert not (tmp_path / "ckpt-3.index").exists()
 
 
 def test_fall_back_restores_an_intact_latest_without_a_word(tmp_path: Path) -> None:

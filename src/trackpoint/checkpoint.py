@@ -22,6 +22,7 @@ from google.protobuf.message import DecodeError
 from .engine import AsyncSaver, write_bundle
 from .errors import (
     CorruptCheckpointError,
+    IncompleteCheckpointError,
     InvalidValueError,
     TrackpointError,
     TrackpointWarning,
@@ -398,9 +399,35 @@ class Checkpoint(Module):
             raise broken_checkpoint_error(problem, prefix)
         root = self._graph_root()
         held = _HeldTrees(self)
-        if OBJECT_GRAPH_KEY not in reader:
-            return restore_by_name(reader, root, prefix)
-        raw = bytes(reader.get_tensor(OBJECT_GRAPH_KEY).reshape(-1)[0])
+        assigning = False
+        try:
+            if OBJECT_GRAPH_KEY not in reader:
+                assigning = True
+                return restore_by_name(reader, root, prefix)
+            raw = bytes(reader.get_tensor(OBJECT_GRAPH_KEY).reshape(-1)[0])
+            restorer = self._restorer(reader, raw, prefix, root)
+            del raw  # read: no need to hold the bytes through the restore as well
+            assigning = True
+            restorer.run()
+        except (CorruptCheckpointError, IncompleteCheckpointError) as err:
+            # Damage the size check above cannot see (a flipped byte) is found only while
+            # reading values, perhaps after some were assigned: told as the missing-file
+            # case is, with the mixed state it leaves.
+            if err.file is None or err.file == reader.index_path:
+                raise
+            reader.close()
+            raise broken_checkpoint_error(err, prefix, partway=assigning) from err
+        held.warn_if_stale()
+        status = LoadStatus(restorer, root, prefix, call)
+        if expect_partial:
+            status.expect_partial()
+        else:
+            status.warn_partial()
+        return status
+
+    @staticmethod
+    def _restorer(reader: BundleReader, raw: bytes, prefix: str, root: Trackable) -> Restorer:
+        """The restorer of `reader`'s checkpoint, whose serialized object graph is `raw`."""
 
         def own_key(key: str) -> str:
             # The index's equal string: the restore then holds each key once.
@@ -416,20 +443,11 @@ class Checkpoint(Module):
                 file=reader.index_path,
                 key=OBJECT_GRAPH_KEY,
             ) from err
-        del raw  # read: no need to hold the bytes through the restore as well
         if not len(saved):
             raise CorruptCheckpointError(
                 f"the object graph of '{prefix}' has no nodes", file=reader.index_path
             )
-        restorer = Restorer(reader, saved, root)
-        restorer.run()
-        held.warn_if_stale()
-        status = LoadStatus(restorer, root, prefix, call)
-        if expect_partial:
-            status.expect_partial()
-        else:
-            status.warn_partial()
-        return status
+        return Restorer(reader, saved, root)
 
     def restore(
         self, save_path: PathLike | None, *, expect_partial: bool = False

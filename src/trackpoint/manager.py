@@ -122,6 +122,9 @@ class CheckpointManager:
         self._writer_lock = WriterLock(self._directory, f"CheckpointManager '{checkpoint_name}'")
         weakref.finalize(self, self._writer_lock.release)
         self._latest: str | None = None
+        # The latest the folder's state file names, as last read or written: differs from
+        # `_latest` after a fall-back restore skipped broken checkpoints.
+        self._recorded: str | None = None
         # A second earlier, so that a manager re-created at once does not adopt
         # checkpoints it did not write (TF's rule).
         self._last_preserved = time.time() - 1.0
@@ -132,7 +135,7 @@ class CheckpointManager:
         if state is None:
             return
         now = time.time()
-        self._latest = state.model_checkpoint_path
+        self._latest = self._recorded = state.model_checkpoint_path
         self._last_preserved = min(state.last_preserved_timestamp or 0.0, now)
         self._maybe_delete.clear()
         stamps = list(state.all_model_checkpoint_timestamps) or [self._last_preserved] * len(
@@ -162,7 +165,13 @@ class CheckpointManager:
 
     @property
     def latest_checkpoint(self) -> str | None:
-        """The prefix of the newest checkpoint, or None."""
+        """The prefix of the newest checkpoint, or None.
+
+        After `restore_or_initialize(fall_back=True)` skipped broken checkpoints, the one it
+        restored: the newest this manager can restore, which the next save continues from.
+        The folder's state file (`trackpoint.latest_checkpoint(manager.directory)`) names
+        the newest on disk until that save records a new one; restoring writes nothing.
+        """
         return self._latest
 
     @property
@@ -264,7 +273,7 @@ class CheckpointManager:
         # Another writer may have committed between this manager's creation and now (it
         # held the lock then): continue from what the folder records, not a stale view.
         state = read_checkpoint_state(self._directory)
-        if state is not None and state.model_checkpoint_path != self._latest:
+        if state is not None and state.model_checkpoint_path != self._recorded:
             with self._lock:
                 self._load_state(state)
         self._clean_leftovers()
@@ -379,6 +388,7 @@ class CheckpointManager:
             self._last_preserved,
             durable=durable,
         )
+        self._recorded = self._latest
 
     def _sweep(self) -> bool:
         """Delete the oldest checkpoints beyond `max_to_keep`; True if anything changed."""
@@ -434,7 +444,11 @@ class CheckpointManager:
                 `TrackpointWarning` naming each one skipped and why. Each candidate is
                 read whole and its checksums checked before anything is restored from it
                 (for large checkpoints this reads the one restored twice). Off by
-                default: as in TF, the latest is restored or the call fails.
+                default: as in TF, the latest is restored or the call fails. After a
+                fall-back, `latest_checkpoint` is the checkpoint restored (the folder's
+                state file is rewritten only by the next save); `save_counter` moves past
+                the highest number in the folder, so no save overwrites the broken
+                checkpoints; they are the first that `max_to_keep` deletes.
             expect_partial: The restore is meant to be partial (as for
                 `Checkpoint.restore`): no `PartialRestoreWarning`.
 
@@ -469,24 +483,11 @@ class CheckpointManager:
         """
         self.sync()
         if self._latest is not None:
-            prefix = self._latest
-            if fall_back:
-                prefix, skipped = self._newest_that_verifies()
-                if skipped:
-                    reasons = "; ".join(
-                        f"'{os.path.basename(p)}': {problem}" for p, problem in skipped
-                    )
-                    warnings.warn(
-                        f"restored '{os.path.basename(prefix)}', not the latest checkpoint "
-                        f"'{os.path.basename(self._latest)}', because the newer ones are "
-                        f"broken ({reasons}); training resumes from "
-                        f"'{os.path.basename(prefix)}', and the broken files stay until a "
-                        "save replaces them or you delete them",
-                        TrackpointWarning,
-                        stacklevel=2,
-                    )
-            # The warning names this call, the one the user made.
+            prefix, skipped = self._newest_that_verifies() if fall_back else (self._latest, [])
+            # The warnings name this call, the one the user made.
             status = self._checkpoint.restore(prefix, expect_partial=True)
+            if skipped:
+                self._skip_past(prefix, skipped)
             if not expect_partial:
                 status.warn_partial(call="restore_or_initialize")
             if self._checkpoint_interval is not None:
@@ -495,6 +496,46 @@ class CheckpointManager:
         if self._init_fn is not None:
             self._init_fn()
         return None
+
+    def _skip_past(
+        self,
+        restored: str,
+        skipped: list[tuple[str, IncompleteCheckpointError | CorruptCheckpointError]],
+    ) -> None:
+        """After a fall-back restore of `restored`: continue from it, past the broken ones.
+
+        The restored checkpoint becomes this manager's latest; the broken ones stay on
+        disk untouched (a moved file can still be put back) but go first when
+        `max_to_keep` deletes; `save_counter` moves past the highest number in the folder
+        so that no save overwrites them. Warns, naming each one skipped.
+        """
+        with self._lock:
+            for path, _ in skipped:  # newest first: each goes before the one after it
+                if path in self._maybe_delete:
+                    self._maybe_delete.move_to_end(path, last=False)
+            newest = self._latest
+            self._latest = restored
+        numbers = [
+            int(os.path.basename(p).rsplit("-", 1)[1])
+            for p in [*checkpoints_in(self._directory), *(p for p, _ in skipped)]
+            if os.path.dirname(p) == self._directory
+            and self._own_name.fullmatch(os.path.basename(p))
+        ]
+        counter = self._checkpoint.save_counter
+        count = max([_as_int(counter.numpy()), *numbers])
+        counter.assign(count)
+        reasons = "; ".join(f"'{os.path.basename(p)}': {problem}" for p, problem in skipped)
+        name = os.path.basename(restored)
+        warnings.warn(
+            f"restored '{name}', not the latest checkpoint '{os.path.basename(newest or '')}', "
+            f"because the newer ones are broken ({reasons}); training resumes from '{name}' "
+            f"(now manager.latest_checkpoint), and the next save is "
+            f"'{self._checkpoint_name}-{count + 1}', so the broken files are never "
+            "overwritten: they stay as they are until max_to_keep deletes them (before any "
+            "other) or you do",
+            TrackpointWarning,
+            stacklevel=3,  # _skip_past, restore_or_initialize, the user
+        )
 
     def _candidates(self) -> list[str]:
         """The latest, then older checkpoints of this manager's folder, newest first."""

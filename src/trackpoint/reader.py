@@ -331,13 +331,28 @@ def whole_checkpoint_problem(
 
 
 def broken_checkpoint_error(
-    problem: IncompleteCheckpointError | CorruptCheckpointError, prefix: str
+    problem: IncompleteCheckpointError | CorruptCheckpointError,
+    prefix: str,
+    *,
+    partway: bool = False,
 ) -> IncompleteCheckpointError | CorruptCheckpointError:
     """`problem` retold for a restore of `prefix`: the file, then the whole checkpoints beside.
 
     Names the complete checkpoints in the same folder that come before `prefix` (newest
     first; a cheap check: their files are all there), and how to restore one.
+
+    Args:
+        problem: What is wrong, found before the restore (`whole_checkpoint_problem`) or
+            while it read values (a tensor failing its checksum).
+        prefix: The checkpoint being restored.
+        partway: The restore had begun assigning values when `problem` stopped it: the
+            message says that the program now holds a mix, and what puts it right.
     """
+    file = problem.file or prefix
+    told = str(problem)
+    if not told.startswith(f"'{os.path.basename(file)}'"):
+        # Found while reading a tensor: name the file first, as the check before does.
+        told = f"'{os.path.basename(file)}' is damaged: {told}"
     folder = os.path.dirname(prefix) or "."
     name = os.path.basename(prefix)
     others = [p for p in checkpoints_in(folder) if os.path.basename(p) != name]
@@ -349,7 +364,12 @@ def broken_checkpoint_error(
             if len(earlier) == 3:
                 break
     if not earlier:
-        advice = "no earlier checkpoint in the folder is complete; restore the missing files"
+        fix = (
+            "restore the missing files"
+            if isinstance(problem, IncompleteCheckpointError)
+            else "copy the damaged file again from where it came"
+        )
+        advice = f"no earlier checkpoint in the folder is complete; {fix}"
     else:
         names = ", ".join(os.path.basename(p) for p in earlier)
         verb = "is" if len(earlier) == 1 else "are"
@@ -358,8 +378,15 @@ def broken_checkpoint_error(
             f"'{earlier[0]}' instead (CheckpointManager.restore_or_initialize(fall_back=True) "
             "restores the newest checkpoint that verifies)"
         )
+    if partway:
+        advice = (
+            "the restore stopped partway: values read before the damaged one may already "
+            "hold this checkpoint's values and the others still hold the program's own, so "
+            "the program's state is mixed, and restoring a complete checkpoint puts every "
+            f"value back consistently; {advice}"
+        )
     return type(problem)(
-        f"{problem}, so '{prefix}' cannot be restored; {advice}",
+        f"{told}, so '{prefix}' cannot be restored; {advice}",
         file=problem.file,
         key=problem.key,
     )

@@ -145,11 +145,15 @@ def test_restored_arrays_are_built_on_the_read_buffer_without_a_second_copy(tmp_
     _assert_same_tree(ckpt.params, saved)
 
 
-def test_static_fields_and_python_numbers_are_not_saved_and_keep_the_targets(tmp_path):
+def test_static_fields_are_not_saved_and_keep_the_targets_numbers_of_the_tree_are_state(
+    tmp_path,
+):
     saved = TrainState(params={"w": jnp.ones(2), "lr": 0.1}, step=jnp.asarray(3), label="saved")
     path = trackpoint.Checkpoint(state=saved).write(tmp_path / "ckpt")
+    # `lr` is a leaf of the JAX tree (jax.tree_util flattens it); `label` is static.
     assert [key for key, _ in trackpoint.list_variables(path)] == [
         "_CHECKPOINTABLE_OBJECT_GRAPH",
+        "state/params/lr/.ATTRIBUTES/VARIABLE_VALUE",
         "state/params/w/.ATTRIBUTES/VARIABLE_VALUE",
         "state/step/.ATTRIBUTES/VARIABLE_VALUE",
     ]
@@ -158,7 +162,7 @@ def test_static_fields_and_python_numbers_are_not_saved_and_keep_the_targets(tmp
     )
     ckpt.read(path).assert_consumed()
     assert ckpt.state.label == "new"
-    assert ckpt.state.params["lr"] == 0.5
+    assert (type(ckpt.state.params["lr"]), ckpt.state.params["lr"]) == (float, 0.1)
     assert int(ckpt.state.step) == 3
 
 

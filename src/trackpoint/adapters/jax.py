@@ -27,14 +27,17 @@ is state: a 0-d variable at the key an array leaf would have (`state/step/...`),
 exactly (int64, float64, bool, or the NumPy scalar's dtype) and restored as the same
 Python type. A jitted step turns such a number into a weakly typed array; either form
 restores from a checkpoint of the other. A number held by an `nnx.Variable` is state
-too. Static fields (aux data), strings and functions are not saved: they are part of the
-program, as Python attributes are in TensorFlow, and a restore keeps the target's; so
-are numbers held directly by dicts, lists and tuples, which are trackpoint's own
-containers and follow TensorFlow's rule for every framework.
+too. So is a number held by a dict, list or tuple that is a JAX tree (holds a JAX array
+somewhere below: `{"params": params, "step": 0}`), through `register_number_leaves`;
+containers without JAX arrays keep TensorFlow's rule (their numbers are not saved), so
+NumPy and PyTorch programs checkpoint as with TensorFlow. Static fields (aux data),
+strings and functions are not saved: they are part of the program, as Python attributes
+are in TensorFlow, and a restore keeps the target's.
 """
 
 from __future__ import annotations
 
+import functools
 import weakref
 from typing import TYPE_CHECKING, Any
 
@@ -43,7 +46,16 @@ import jax.numpy as jnp
 import numpy as np
 
 from trackpoint.errors import InvalidValueError, NotTrackableError
-from trackpoint.graph import ArrayValue, Trackable, Value, register, register_finder, to_trackable
+from trackpoint.graph import (
+    ArrayValue,
+    NumberLeaf,
+    Trackable,
+    Value,
+    register,
+    register_finder,
+    register_number_leaves,
+    to_trackable,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
@@ -256,39 +268,63 @@ def _is_number(value: object) -> bool:
     return isinstance(value, _NUMBERS)
 
 
-class _NumberLeaf(Trackable):
-    """A number at one position of one pytree node, saved as a 0-d tensor.
+class _NumberLeaf(NumberLeaf):
+    """A number at one position of one pytree node or JAX container, saved as a 0-d tensor.
 
     One object per (node, position), kept while anything holds it (`_LEAVES`): the
     restore status tells restored objects by identity, and equal numbers can be one
     object (small ints are), which would otherwise look like one shared value.
     """
 
-    __slots__ = ("__weakref__", "node", "number")
+    __slots__ = ("__weakref__", "node")
 
     def __init__(self, number: Any, node: object = None) -> None:
-        self.number = number
+        super().__init__(number)
         self.node = node  # keeps the node, and with it the id in `_LEAVES`'s key, alive
 
     def trackable_values(self) -> Mapping[str, Value]:
         return {VARIABLE_VALUE: _LeafValue(self.number)}
 
+    def placed_in(self, container: object, position: int | str) -> None:
+        _remember_leaf(container, position, self)
+
 
 #: (id(node), position) → its leaf; the leaf holds the node, so the id stays its own.
-_LEAVES: weakref.WeakValueDictionary[tuple[int, int], _NumberLeaf] = weakref.WeakValueDictionary()
+_LEAVES: weakref.WeakValueDictionary[tuple[int, int | str], _NumberLeaf] = (
+    weakref.WeakValueDictionary()
+)
 
 
-def _number_leaf(node: object, index: int, number: Any) -> _NumberLeaf:
+def _number_leaf(node: object, index: int | str, number: Any) -> _NumberLeaf:
     leaf = _LEAVES.get((id(node), index))
     if leaf is None or leaf.node is not node:
         leaf = _NumberLeaf(number, node)
         _LEAVES[(id(node), index)] = leaf
+    elif leaf.number is not number:
+        # A dict or list is changed in place (`state["step"] += 1`): the same leaf (the
+        # restore status knows it by identity) holds the number there now.
+        leaf.number = number
     return leaf
 
 
-def _remember_leaf(node: object, index: int, leaf: _NumberLeaf) -> None:
+def _remember_leaf(node: object, index: int | str, leaf: _NumberLeaf) -> None:
     leaf.node = node
     _LEAVES[(id(node), index)] = leaf
+
+
+def _find_number_leaves(container: object) -> Callable[[Any, Any], NumberLeaf] | None:
+    """Number leaves for a dict, list or tuple that is a JAX tree (holds a JAX array).
+
+    Such a container is a pytree whose numbers `jax.tree_util` flattens and a jitted step
+    returns as arrays; containers of other frameworks keep TensorFlow's rule.
+    """
+    try:
+        leaves = jax.tree_util.tree_leaves(container)
+    except (TypeError, ValueError):  # e.g. dict keys of types JAX cannot sort
+        return None
+    if not any(isinstance(leaf, jax.Array) for leaf in leaves):
+        return None
+    return functools.partial(_number_leaf, container)
 
 
 def _find_pytree_node(obj: object) -> Callable[[Any], Trackable] | None:
@@ -445,6 +481,7 @@ class _NnxState(Trackable):
 
 register(jax.Array, _ArrayNode)
 register_finder(_find_pytree_node)
+register_number_leaves(_find_number_leaves)
 if nnx is not None:
     register(nnx.Variable, _NnxVariable)
     register(nnx.Pytree, _NnxPytree)

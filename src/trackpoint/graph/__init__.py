@@ -19,10 +19,12 @@ from ._status import InitializationOnlyStatus as InitializationOnlyStatus
 from ._status import LoadStatus as LoadStatus
 from ._status import NameBasedLoadStatus as NameBasedLoadStatus
 from ._trackable import ArrayValue as ArrayValue
+from ._trackable import NumberLeaf as NumberLeaf
 from ._trackable import Trackable as Trackable
 from ._trackable import Value as Value
 from ._trackable import register as register
 from ._trackable import register_finder as register_finder
+from ._trackable import register_number_leaves as register_number_leaves
 from ._trackable import to_trackable as to_trackable
 from ._view import GraphView as GraphView
 from ._view import walk as walk
@@ -36,6 +38,7 @@ __all__ = [
     "LoadStatus",
     "Module",
     "NameBasedLoadStatus",
+    "NumberLeaf",
     "PythonState",
     "Restorer",
     "SavedGraph",
@@ -47,6 +50,7 @@ __all__ = [
     "parse_nodes",
     "register",
     "register_finder",
+    "register_number_leaves",
     "restore_by_name",
     "save_graph",
     "to_trackable",

@@ -20,6 +20,11 @@ framework objects through adapters) are turned into one by `to_trackable`, which
 dispatches on the object's type through a registry; `register(type, factory)` adds types,
 and `register_finder(finder)` objects known by value rather than type (JAX pytree nodes).
 
+Python numbers held by dicts, lists and tuples are not tracked (TensorFlow's rule: they are
+part of the program), unless a finder given to `register_number_leaves` claims the
+container: the JAX adapter does so for containers that are JAX trees, whose numbers are
+leaves `jax.tree_util` flattens and a jitted step turns into arrays.
+
 Example — a custom object with one value and one child:
 
     >>> import numpy as np
@@ -62,10 +67,12 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ArrayValue",
+    "NumberLeaf",
     "Trackable",
     "Value",
     "register",
     "register_finder",
+    "register_number_leaves",
     "to_trackable",
 ]
 
@@ -276,6 +283,73 @@ class _ArrayTrackable(Trackable):
         return {"VARIABLE_VALUE": self._value}
 
 
+class NumberLeaf(Trackable):
+    """A Python or NumPy number held by a container, tracked as a 0-d variable.
+
+    Made by a finder given to `register_number_leaves`. A restore replaces it with a new
+    leaf (its `Value.assign` returns one); the container keeps the new leaf's `number` and
+    calls its `placed_in`.
+
+    Attributes:
+        number: The number.
+    """
+
+    __slots__ = ("number",)
+
+    def __init__(self, number: Any) -> None:
+        self.number = number
+
+    def placed_in(self, container: object, position: int | str) -> None:
+        """Called when a restore has put `number` into `container` at `position`."""
+        del container, position
+
+
+#: Numbers that a container may hold as leaves (NumPy scalars included; not strings).
+_NUMBERS = (bool, int, float, complex, np.number, np.bool_)
+
+#: Finders of number leaves: given a dict, list or tuple, each returns a factory
+#: `(position, number) -> NumberLeaf` when the container's numbers are state, else None.
+_NUMBER_FINDERS: list[Callable[[object], Callable[[Any, Any], NumberLeaf] | None]] = []
+
+
+def register_number_leaves(
+    finder: Callable[[object], Callable[[Any, Any], NumberLeaf] | None],
+) -> None:
+    """Make the numbers held by some dicts, lists and tuples state.
+
+    For frameworks whose containers are trees of state with numbers as leaves (JAX: a
+    jitted step turns `{"step": 0}` into an array). Other containers keep TensorFlow's
+    rule: their numbers are part of the program and are not saved.
+
+    Args:
+        finder: Called with a dict, list or tuple holding numbers; returns a factory
+            `(position, number) -> NumberLeaf` (position: the dict key or the index) when
+            its numbers are state, or None. It is asked once per container per save, and
+            per number looked up on restore; for one container and position, the factory
+            should return the same leaf while it lives (the restore status tells restored
+            objects by identity).
+    """
+    with _REGISTRY_LOCK:
+        _NUMBER_FINDERS.append(finder)
+
+
+def _number_leaves(container: object) -> Callable[[Any, Any], NumberLeaf] | None:
+    _load_finder_adapters()  # a dict is met before the arrays in it load their adapter
+    for finder in tuple(_NUMBER_FINDERS):
+        make = finder(container)
+        if make is not None:
+            return make
+    return None
+
+
+def _placed(container: object, position: int | str, new: object) -> object:
+    """What `container` holds at `position` for the restored `new`: a leaf's number."""
+    if isinstance(new, NumberLeaf):
+        new.placed_in(container, position)
+        return new.number
+    return new
+
+
 def _is_trackable_element(value: object) -> bool:
     if isinstance(value, tuple) and not isinstance(value, Trackable):
         # As TF's `_should_wrap_tuple`: a tuple holding nothing trackable is not tracked
@@ -286,7 +360,24 @@ def _is_trackable_element(value: object) -> bool:
     )
 
 
-class _ListTrackable(Trackable):
+class _Container(Trackable):
+    """A dict, list or tuple: asks once whether the numbers it holds are state."""
+
+    def __init__(self, items: Any) -> None:
+        self._items = items
+        self._make_leaf: Callable[[Any, Any], NumberLeaf] | None = None
+        self._asked = False
+
+    def _number_leaf(self, position: int | str, number: Any) -> NumberLeaf | None:
+        """The leaf tracking `number` at `position`, or None when numbers here are not state."""
+        if not self._asked:
+            # Once per listing of the children or per restore, not per number: a finder
+            # may look at the whole tree.
+            self._make_leaf, self._asked = _number_leaves(self._items), True
+        return None if self._make_leaf is None else self._make_leaf(position, number)
+
+
+class _ListTrackable(_Container):
     """A list or tuple: trackable elements are children named by their index.
 
     A namedtuple's elements are children by field name too, fields first, as TensorFlow's
@@ -294,18 +385,22 @@ class _ListTrackable(Trackable):
     point at the same nodes.
     """
 
-    def __init__(self, items: list[Any] | tuple[Any, ...]) -> None:
-        self._items = items
+    _items: list[Any] | tuple[Any, ...]
 
     def trackable_children(self) -> Mapping[str, object]:
         fields = getattr(self._items, "_fields", ()) if isinstance(self._items, tuple) else ()
         named = zip(fields, self._items, strict=True) if fields else ()
         indexed = ((str(i), value) for i, value in enumerate(self._items))
-        return {
-            name: value
-            for name, value in itertools.chain(named, indexed)
-            if _is_trackable_element(value)
-        }
+        self._asked = False  # asked again: the container may have changed since
+        children: dict[str, object] = {}
+        for name, value in itertools.chain(named, indexed):
+            if _is_trackable_element(value):
+                children[name] = value
+            elif isinstance(value, _NUMBERS):
+                leaf = self._number_leaf(self._index(name), value)
+                if leaf is not None:
+                    children[name] = leaf
+        return children
 
     def _index(self, name: str) -> int:
         fields = getattr(self._items, "_fields", ())
@@ -315,33 +410,44 @@ class _ListTrackable(Trackable):
         # One element, not the whole children map: restore looks up every child by name,
         # and rebuilding the map each time made restoring a long list quadratic.
         try:
-            value = self._items[self._index(name)]
+            index = self._index(name)
+            value = self._items[index]
         except (ValueError, IndexError):
             return None
+        if isinstance(value, _NUMBERS):
+            return self._number_leaf(index, value)
         return value if _is_trackable_element(value) else None
 
     def replace_child(self, name: str, new: object) -> bool:
         if isinstance(self._items, list):
-            self._items[self._index(name)] = new
+            index = self._index(name)
+            self._items[index] = _placed(self._items, index, new)
             return True
         return False
 
     def with_children(self, replacements: Mapping[str, object]) -> object:
         items = list(self._items)
+        leaves: dict[int, object] = {}
         for name, new in replacements.items():
-            items[self._index(name)] = new
+            index = self._index(name)
+            items[index] = new.number if isinstance(new, NumberLeaf) else new
+            leaves[index] = new
         if hasattr(self._items, "_make"):  # a namedtuple
-            return type(self._items)._make(items)
-        return type(self._items)(items)
+            rebuilt = type(self._items)._make(items)
+        else:
+            rebuilt = type(self._items)(items)
+        for index, new in leaves.items():
+            _placed(rebuilt, index, new)
+        return rebuilt
 
 
-class _DictTrackable(Trackable):
+class _DictTrackable(_Container):
     """A dict: trackable values are children named by their key (insertion order)."""
 
-    def __init__(self, items: dict[Any, Any]) -> None:
-        self._items = items
+    _items: dict[Any, Any]
 
     def trackable_children(self) -> Mapping[str, object]:
+        self._asked = False  # asked again: the dict may have changed since
         children: dict[str, object] = {}
         for key, value in self._items.items():
             if not isinstance(key, str):
@@ -351,15 +457,21 @@ class _DictTrackable(Trackable):
                 )
             if _is_trackable_element(value):
                 children[key] = value
+            elif isinstance(value, _NUMBERS):
+                leaf = self._number_leaf(key, value)
+                if leaf is not None:
+                    children[key] = leaf
         return children
 
     def lookup_child(self, name: str) -> object | None:
         # O(1), for the same reason as _ListTrackable.lookup_child.
         value = self._items.get(name)
+        if isinstance(value, _NUMBERS):
+            return self._number_leaf(name, value)
         return value if value is not None and _is_trackable_element(value) else None
 
     def replace_child(self, name: str, new: object) -> bool:
-        self._items[name] = new
+        self._items[name] = _placed(self._items, name, new)
         return True
 
 
@@ -455,13 +567,17 @@ def register_finder(finder: Callable[[object], Callable[[Any], Trackable] | None
         _FINDERS.append(finder)
 
 
+def _load_finder_adapters() -> None:
+    for framework, adapter in _FINDER_ADAPTERS.items():
+        if framework in sys.modules and adapter not in _LOADED_ADAPTERS:
+            _load_adapter(adapter)
+
+
 def _factory_for(obj: object) -> Callable[[Any], Trackable] | None:
     factory = _lookup_factory(type(obj))
     if factory is not None:
         return factory
-    for framework, adapter in _FINDER_ADAPTERS.items():
-        if framework in sys.modules and adapter not in _LOADED_ADAPTERS:
-            _load_adapter(adapter)
+    _load_finder_adapters()
     for finder in tuple(_FINDERS):
         factory = finder(obj)
         if factory is not None:
