@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 from trackpoint.format import encode_varint
 from trackpoint.format.protos import trackable_object_graph_pb2 as graph_pb2
 
-from ._keys import attribute_key, escape_local_name
+from ._keys import attribute_key, escape_local_name, object_path
 from ._walk import LiveGraph
 
 if TYPE_CHECKING:
@@ -98,7 +98,8 @@ class _Save:
                 message.children.add(node_id=child_id, local_name=name)
             values = trackable.trackable_values()
             if values:
-                self._add_values(message, trackable, values, graph.key_path(node_id))
+                path = object_path(graph.names_of(node_id))
+                self._add_values(message, trackable, values, path)
             self._end_node(message, values)
         refs, refs_of = _TrackableObject(), -1
         for slot in graph.slot_nodes():

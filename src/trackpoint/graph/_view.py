@@ -107,6 +107,7 @@ class GraphView:
             optimizer.slots.append((slot.variable_id, slot.slot_name, slot.node_id))
         for node in self.nodes:
             self._collect_values(node)
+        graph.release()  # the nodes hold the objects; the walk keeps its edges for the flags
         self._graph = graph
 
     def _collect_values(self, node: ViewNode) -> None:

@@ -120,6 +120,7 @@ class LiveGraph:
         objects, ids = self.objects, self._ids
         bfs = objects[: self._bfs_count]
         for optimizer_id, optimizer in self._optimizers:
+            optimizer_path = self.key_path(optimizer_id)
             for slot_name in optimizer.slot_names():
                 for variable_id, variable in enumerate(bfs):
                     slot = optimizer.get_slot(variable, slot_name)
@@ -133,7 +134,7 @@ class LiveGraph:
                             f"child of {self.display(ids[id(slot)])}; a slot variable cannot "
                             "be tracked twice"
                         )
-                    key = self._slot_key(variable_id, optimizer_id, slot_name)
+                    key = slot_key(self.key_path(variable_id), optimizer_path, slot_name)
                     trackable = to_trackable(slot, path=key)
                     slot_id = len(objects)
                     objects.append(slot)
@@ -177,12 +178,11 @@ class LiveGraph:
             for slot_name in optimizer.slot_names():
                 for variable_id, variable in enumerate(bfs):
                     if optimizer.get_slot(variable, slot_name) is slot:
-                        key = self._slot_key(variable_id, optimizer_id, slot_name)
+                        key = slot_key(
+                            self.key_path(variable_id), self.key_path(optimizer_id), slot_name
+                        )
                         return key[:-_SLOT_SUFFIX]
         return "a slot variable"  # pragma: no cover - every slot node was found this way
-
-    def _slot_key(self, variable_id: int, optimizer_id: int, slot_name: str) -> str:
-        return slot_key(self.key_path(variable_id), self.key_path(optimizer_id), slot_name)
 
     # -- has_checkpoint_values --------------------------------------------------------------
 
