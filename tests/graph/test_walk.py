@@ -14,11 +14,13 @@ import pytest
 import trackpoint
 from trackpoint.graph import GraphView, walk
 from trackpoint.graph._view import walk_values
+from trackpoint.optimizers import Adam
 
 from .test_saving import GRAPHS
 
 if TYPE_CHECKING:
     from collections.abc import Callable
+    from pathlib import Path
 
 _IDS = ["slots-shared-cycle", "root", "many-small", "empty", "net"]
 
@@ -66,3 +68,19 @@ def test_a_value_shared_by_two_paths_is_walked_once_under_its_first_path() -> No
     root = trackpoint.Checkpoint(b={"y": shared}, a={"long": {"z": shared}})
     displays = [display() for obj, display, _ in walk_values(root) if obj is shared]
     assert displays == ["b.y"]
+
+
+def test_a_program_whose_slot_is_also_a_child_can_still_be_asked_what_was_not_restored(
+    tmp_path: Path,
+) -> None:
+    # TF refuses to save it (test_saving), but restoring into it must not fail the status.
+    path = trackpoint.Checkpoint(net={"w": np.ones(2, np.float32)}).write(tmp_path / "ckpt")
+    net = trackpoint.Module()
+    net.w = trackpoint.Variable(np.zeros(2, np.float32))
+    opt = Adam(0.1)
+    opt.apply_gradients([(np.ones(2, np.float32), net.w)])
+    net.m = opt.get_slot(net.w, "m")
+    status = trackpoint.Checkpoint(net=net, opt=opt).read(path, expect_partial=True)
+    np.testing.assert_array_equal(net.w.numpy(), np.ones(2, np.float32))
+    assert "net.m" in status.unrestored_objects
+    assert not any(".OPTIMIZER_SLOT/opt/m" in name for name in status.unrestored_objects)
