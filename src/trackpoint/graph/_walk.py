@@ -223,8 +223,19 @@ class LiveGraph:
 def walk(root: object) -> Iterator[object]:
     """Every object reachable from `root` through children, each once, breadth-first.
 
+    The objects a save would write as nodes, in node order (slot variables aside).
+
     Raises:
         NotTrackableError: an object nobody knows how to checkpoint, named by its path.
+
+    Example:
+        >>> from trackpoint import Module, Variable
+        >>> root = Module()
+        >>> root.inner = Module()
+        >>> root.inner.w = Variable(1.0)
+        >>> root.b = Variable(2.0)
+        >>> [type(obj).__name__ for obj in walk(root)]
+        ['Module', 'Module', 'Variable', 'Variable']
     """
     graph = LiveGraph(root)
     for node_id, _, _ in graph.nodes():
