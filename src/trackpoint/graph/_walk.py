@@ -68,7 +68,7 @@ class LiveGraph:
         self._edge_parents = array("i")
         self._edge_children = array("i")
         self._optimizers: list[tuple[int, Trackable]] = []
-        self._bfs_count = 0
+        self._bfs_count = -1  # set once `nodes()` has met every breadth-first node
 
     def nodes(self) -> Iterator[tuple[int, Trackable, list[tuple[str, int]]]]:
         """(node id, its trackable, its children as (name, node id)), breadth-first.
@@ -117,6 +117,9 @@ class LiveGraph:
             NotTrackableError: a slot that is also a child (when strict), or that nobody
                 knows how to checkpoint.
         """
+        if self._bfs_count < 0:
+            # Slots are found among all breadth-first nodes: before that, some would be lost.
+            raise RuntimeError("LiveGraph.slot_nodes() is called after nodes() has ended")
         objects, ids = self.objects, self._ids
         bfs = objects[: self._bfs_count]
         for optimizer_id, optimizer in self._optimizers:
