@@ -27,7 +27,7 @@ from ._trackable import register_finder as register_finder
 from ._trackable import register_number_leaves as register_number_leaves
 from ._trackable import to_trackable as to_trackable
 from ._view import GraphView as GraphView
-from ._view import walk as walk
+from ._walk import walk as walk
 
 __all__ = [
     "OBJECT_GRAPH_KEY",

@@ -15,6 +15,8 @@ import warnings
 from array import array
 from bisect import bisect_left
 from collections import deque
+from functools import partial
+from itertools import chain
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -26,10 +28,10 @@ from ._explain import user_stacklevel
 from ._keys import OBJECT_GRAPH_KEY, VARIABLE_VALUE, display_path, escape_local_name
 from ._status import NameBasedLoadStatus
 from ._trackable import Trackable, Value, check_compatible, to_trackable
-from ._view import GraphView
+from ._walk import LiveGraph
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
 
     from numpy.typing import NDArray
 
@@ -467,28 +469,42 @@ def restore_by_name(reader: BundleReader, root: object, prefix: str) -> NameBase
     keys = [info.key for info in reader.infos() if info.key != OBJECT_GRAPH_KEY]
     matched: dict[str, str] = {}
     unmatched: list[str] = []
-    for node in GraphView(root).nodes:
-        for saved in node.values:
+    graph = LiveGraph(root)
+    # The nodes a save would write, each named as its first path (a slot by its key's);
+    # all walked before any value is assigned, so an object that cannot be saved changes
+    # nothing.
+    nodes: list[tuple[Trackable, tuple[str, ...] | None, Callable[[], str]]] = list(
+        chain(
+            (
+                (trackable, graph.names_of(node_id), partial(graph.display, node_id))
+                for node_id, trackable, _ in graph.nodes()
+            ),
+            ((slot.trackable, None, partial(str, slot.path)) for slot in graph.slot_nodes()),
+        )
+    )
+    for trackable, names, display in nodes:
+        full_name = trackable.trackable_name
+        for value in trackable.trackable_values().values():
             candidates = []
-            if saved.full_name and saved.full_name != "Variable":
-                candidates.append(saved.full_name)
-            if node.names:
-                candidates.append("/".join(node.names))
+            if full_name and full_name != "Variable":
+                candidates.append(full_name)
+            if names:
+                candidates.append("/".join(names))
             key = next((c for c in candidates if c in reader), None)
             if key is None:
-                unmatched.append(node.display)
+                unmatched.append(display())
                 continue
             info = reader.info(key)
-            check_compatible(saved.value, info.shape, info.dtype.numpy or object, node.display)
-            if saved.value.assign(reader.get_tensor(key)) is not None:
+            check_compatible(value, info.shape, info.dtype.numpy or object, display())
+            if value.assign(reader.get_tensor(key)) is not None:
                 # An immutable value (a JAX array) is restored as a new object that only
                 # the object-graph restore knows how to put into its parent.
                 raise NotTrackableError(
-                    f"{node.display} cannot take values from '{prefix}' in place (a JAX "
+                    f"{display()} cannot take values from '{prefix}' in place (a JAX "
                     "array); a name-based (TF1) checkpoint restores only mutable values — "
                     f"read it with load_checkpoint('{prefix}').get_tensor('{key}')"
                 )
-            matched[node.display] = key
+            matched[display()] = key
     warnings.warn(
         f"'{prefix}' has no object graph (a TF1 name-based checkpoint): variables were matched "
         f"by name or path instead of by structure ({len(matched)} matched, {len(unmatched)} "

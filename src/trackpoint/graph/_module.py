@@ -18,6 +18,7 @@ from trackpoint.errors import DTypeMismatchError, ShapeMismatchError
 
 from ._keys import PYTHON_STATE, VARIABLE_VALUE
 from ._trackable import Trackable, Value, _is_trackable_element
+from ._walk import walk
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
@@ -180,8 +181,6 @@ class Module(Trackable):
     @property
     def variables(self) -> list[Variable]:
         """Every `Variable` reachable from this module, each once, in breadth-first order."""
-        from ._view import walk  # the view imports this module
-
         return [obj for obj in walk(self) if isinstance(obj, Variable)]
 
 

@@ -1,30 +1,28 @@
 """The saving view: live objects → TF's `TrackableObjectGraph` and checkpoint keys.
 
-Built exactly as TensorFlow builds it (TF format doc §7.3): nodes breadth-first from the
-root, children in each object's own order, a node's id given when first discovered (a
-shared object keeps its first id and its first, shortest path); then slot variables, for
-each optimizer node in node order, for each slot name, for each variable in node order.
+Indexes the nodes of the one walk of the live graph (`LiveGraph`: TF format doc §7.3)
+for questions about it — the keys and the object graph a save would write, which live
+objects hold values (`walk_values`, for the restore status) — at the cost of an object
+per node; the save itself serializes the same walk without keeping nodes.
 """
 
 from __future__ import annotations
 
-from array import array
-from collections import deque
 from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING
 
-from trackpoint.errors import NotTrackableError
 from trackpoint.format.protos import trackable_object_graph_pb2 as graph_pb2
 
-from ._keys import attribute_key, display_path, escape_local_name, object_path, slot_key
-from ._saving import has_checkpoint_values, slot_variables, tracked_twice
-from ._trackable import Trackable, Value, to_trackable
+from ._keys import attribute_key, display_path, escape_local_name, object_path
+from ._walk import LiveGraph
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Sequence
 
-__all__ = ["GraphView", "SavedValue", "ViewNode", "walk", "walk_values"]
+    from ._trackable import Trackable, Value
+
+__all__ = ["GraphView", "SavedValue", "ViewNode", "walk_values"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,98 +58,27 @@ class ViewNode:
         return display_path(self.names) if self.names is not None else self.key_path
 
 
-def walk(root: object) -> Iterator[object]:
-    """Every object reachable from `root` through children, each once, breadth-first."""
-    seen = {id(root)}
-    keep = [root]  # ids are only unique while the objects live
-    queue = deque([root])
-    while queue:
-        obj = queue.popleft()
-        yield obj
-        for name, child in to_trackable(obj).trackable_children().items():
-            del name
-            if id(child) not in seen:
-                seen.add(id(child))
-                keep.append(child)
-                queue.append(child)
-
-
 def walk_values(root: object) -> Iterator[tuple[object, Callable[[], str], list[str]]]:
-    """Each object reachable from `root` that holds values: (object, display, value names).
+    """Each object of `root`'s graph that holds values: (object, display, value names).
 
-    The objects `GraphView` would save (children breadth-first, then slot variables),
-    without keeping a node per object: for questions about every live value (which were
+    The nodes a save would write values for (breadth-first, then slot variables), each
+    once, without an object per node: for questions about every live value (which were
     not restored) that must not cost a second copy of the graph's bookkeeping. `display`
     makes the object's name when called (only the few a message names need one). Names
-    are escaped as in the saved graph's attributes. A value reachable by two paths may be
-    yielded twice; objects with children are expanded once.
+    are escaped as in the saved graph's attributes.
     """
-    # Per object seen: the object (keeps ids unique), its parent's index and its name
-    # under it — 20 bytes, not a tuple of names; only containers go into `expanded`.
-    objects: list[object] = [root]
-    parents = array("i", [-1])
-    local_names: list[str] = [""]
-    expanded: set[int] = set()
-    optimizers: list[tuple[Trackable, int]] = []
-
-    def names_of(index: int) -> tuple[str, ...]:
-        names: list[str] = []
-        while index > 0:
-            names.append(local_names[index])
-            index = parents[index]
-        return tuple(reversed(names))
-
-    at = 0
-    while at < len(objects):
-        obj, index = objects[at], at
-        at += 1
-        try:
-            trackable = to_trackable(obj)
-        except NotTrackableError:
-            # Raises again, naming the object's path.
-            trackable = to_trackable(obj, path=display_path(names_of(index)))
-        if trackable.slot_names():
-            optimizers.append((trackable, index))
+    graph = LiveGraph(root)
+    for node_id, trackable, _ in graph.nodes():
         values = trackable.trackable_values()
         if values:
-            yield (
-                obj,
-                partial(_display_of, names_of, index),
-                [escape_local_name(n) for n in values],
-            )
-        children = trackable.trackable_children()
-        if children and id(obj) not in expanded:
-            expanded.add(id(obj))
-            for name, child in children.items():
-                if id(child) in expanded:
-                    continue
-                objects.append(child)
-                parents.append(index)
-                local_names.append(name)
-    found: set[int] = set()
-    for optimizer, opt_index in optimizers:
-        opt_path = object_path(names_of(opt_index))
-        for slot_name in optimizer.slot_names():
-            for var_index, variable in enumerate(objects):
-                slot = optimizer.get_slot(variable, slot_name)
-                if slot is None or id(slot) in found:
-                    continue
-                found.add(id(slot))
-                values = to_trackable(slot).trackable_values()
-                if values:
-                    where = partial(_slot_display, names_of, var_index, opt_path, slot_name)
-                    yield slot, where, [escape_local_name(n) for n in values]
-
-
-def _display_of(names_of: Callable[[int], tuple[str, ...]], index: int) -> str:
-    return display_path(names_of(index))
-
-
-def _slot_display(
-    names_of: Callable[[int], tuple[str, ...]], var_index: int, opt_path: str, slot_name: str
-) -> str:
-    key = slot_key(object_path(names_of(var_index)), opt_path, slot_name)
-    return key[: -len("/.ATTRIBUTES/VARIABLE_VALUE")]  # as GraphView names it
+            names = [escape_local_name(n) for n in values]
+            yield graph.objects[node_id], partial(graph.display, node_id), names
+    # A slot that is also a child was met above; the program may still be restored into.
+    for slot in graph.slot_nodes(strict=False):
+        values = slot.trackable.trackable_values()
+        if values:
+            names = [escape_local_name(n) for n in values]
+            yield graph.objects[slot.node_id], partial(str, slot.path), names
 
 
 class GraphView:
@@ -163,58 +90,25 @@ class GraphView:
 
     def __init__(self, root: object) -> None:
         self.nodes: list[ViewNode] = []
-        self._ids: dict[int, int] = {}
-        self._add(root, (), "")
-        queue = deque([0])
-        while queue:
-            node = self.nodes[queue.popleft()]
-            children: list[tuple[str, int]] = []
-            for name, child in node.trackable.trackable_children().items():
-                child_id = self._ids.get(id(child))
-                if child_id is None:
-                    names = (*(node.names or ()), name)
-                    child_id = self._add(child, names, object_path(names))
-                    queue.append(child_id)
-                children.append((name, child_id))
+        graph = LiveGraph(root)
+        for node_id, trackable, children in graph.nodes():
+            names = graph.names_of(node_id)
+            node = ViewNode(node_id, graph.objects[node_id], trackable, names, object_path(names))
             if children:
                 node.children = children
-        self._add_slot_variables()
+            self.nodes.append(node)
+        for slot in graph.slot_nodes():
+            self.nodes.append(
+                ViewNode(slot.node_id, graph.objects[slot.node_id], slot.trackable, None, slot.path)
+            )
+            optimizer = self.nodes[slot.optimizer_id]
+            if not optimizer.slots:
+                optimizer.slots = []
+            optimizer.slots.append((slot.variable_id, slot.slot_name, slot.node_id))
         for node in self.nodes:
             self._collect_values(node)
-
-    def _add(self, obj: object, names: tuple[str, ...], key_path: str) -> int:
-        try:
-            trackable = to_trackable(obj)
-        except NotTrackableError:
-            trackable = to_trackable(obj, path=display_path(names))  # raises, naming it
-        node = ViewNode(len(self.nodes), obj, trackable, names, key_path)
-        self.nodes.append(node)
-        self._ids[id(obj)] = node.node_id
-        return node.node_id
-
-    def _add_slot_variables(self) -> None:
-        bfs_nodes = list(self.nodes)
-        objects = [node.obj for node in bfs_nodes]
-        for optimizer in bfs_nodes:
-            for slot_name, variable_id, slot in slot_variables(optimizer.trackable, objects):
-                variable = bfs_nodes[variable_id]
-                if id(slot) in self._ids:
-                    raise tracked_twice(
-                        slot_name, variable.display, self.nodes[self._ids[id(slot)]].display
-                    )
-                key = slot_key(variable.key_path, optimizer.key_path, slot_name)
-                slot_node = ViewNode(
-                    len(self.nodes),
-                    slot,
-                    to_trackable(slot, path=key),
-                    None,
-                    key[: -len("/.ATTRIBUTES/VARIABLE_VALUE")],
-                )
-                self.nodes.append(slot_node)
-                self._ids[id(slot)] = slot_node.node_id
-                if not optimizer.slots:
-                    optimizer.slots = []
-                optimizer.slots.append((variable.node_id, slot_name, slot_node.node_id))
+        graph.release()  # the nodes hold the objects; the walk keeps its edges for the flags
+        self._graph = graph
 
     def _collect_values(self, node: ViewNode) -> None:
         full_name = node.trackable.trackable_name
@@ -255,10 +149,6 @@ class GraphView:
         return graph
 
     def _has_checkpoint_values(self) -> bytearray:
-        valued = bytearray(1 if n.values or n.slots else 0 for n in self.nodes)
-        parents, children = array("i"), array("i")
-        for node in self.nodes:
-            for _, child_id in node.children:
-                parents.append(node.node_id)
-                children.append(child_id)
-        return has_checkpoint_values(valued, parents, children)
+        return self._graph.has_checkpoint_values(
+            bytearray(1 if n.values or n.slots else 0 for n in self.nodes)
+        )
