@@ -32,11 +32,14 @@ from .errors import (
     TrackpointWarning,
 )
 from .format import (
+    DATA_SUFFIX,
     STAGING_MARK,
     STATE_FILENAME,
     TEMP_MARK,
     BundleReader,
+    data_file_pattern,
     find_staged,
+    index_file_name,
     read_checkpoint_state,
     roll_forward,
     write_checkpoint_state,
@@ -143,7 +146,9 @@ class CheckpointManager:
         )
         for path, stamp in zip(state.all_model_checkpoint_paths, stamps, strict=False):
             stamp = min(stamp, now)
-            if path != self._latest and not (os.path.exists(path + ".index") or find_staged(path)):
+            if path != self._latest and not (
+                os.path.exists(index_file_name(path)) or find_staged(path)
+            ):
                 # Half deleted by a crash during a sweep (the index goes first): no longer a
                 # checkpoint; its data files are removed with the leftovers at the first save.
                 continue
@@ -287,7 +292,7 @@ class CheckpointManager:
         """
         name = self._checkpoint_name
         state_temp = STATE_FILENAME + TEMP_MARK
-        data = re.compile(re.escape(name) + r"-(\d+)\.data-\d{5,}-of-\d{5,}")
+        data = re.compile(re.escape(name) + r"-(\d+)" + DATA_SUFFIX)
         staged: set[str] = set()
         recorded = {os.path.basename(p) for p in self._maybe_delete}
         if self._latest is not None:
@@ -308,7 +313,7 @@ class CheckpointManager:
                 staged.add(entry.split(STAGING_MARK, 1)[0])
             elif own and (match := data.fullmatch(entry)):
                 prefix = f"{name}-{match.group(1)}"
-                if f"{prefix}.index" not in present and prefix not in recorded:
+                if index_file_name(prefix) not in present and prefix not in recorded:
                     self._unlink(path)
         for prefix in sorted(staged):
             if self._own_name.fullmatch(prefix):
@@ -419,10 +424,10 @@ class CheckpointManager:
             return  # not in this manager's folder: never ours to delete
         if not self._own_name.fullmatch(name) or prefix == self._latest:
             return
-        data = re.compile(re.escape(name) + r"\.data-\d{5,}-of-\d{5,}")
+        data = data_file_pattern(name)
         # The index first: without it the prefix is no checkpoint, whatever remains.
         victims = [
-            f"{name}.index",
+            index_file_name(name),
             *sorted(n for n in os.listdir(self._directory) if data.fullmatch(n)),
         ]
         for victim in victims:

@@ -18,6 +18,9 @@ from .errors import (
     CorruptCheckpointError,
     IncompleteCheckpointError,
 )
+from .format import DATA_MARK as _DATA_MARK
+from .format import DATA_SUFFIX as _DATA_SUFFIX_PATTERN
+from .format import INDEX_SUFFIX as _INDEX_SUFFIX
 from .format import (
     BundleReader,
     DType,
@@ -45,7 +48,7 @@ __all__ = [
 ]
 
 OBJECT_GRAPH_KEY = "_CHECKPOINTABLE_OBJECT_GRAPH"
-_DATA_SUFFIX = re.compile(r"\.data-\d{5,}-of-\d{5,}$")
+_DATA_SUFFIX = re.compile(_DATA_SUFFIX_PATTERN + "$")
 _NUMBER = re.compile(r"(\d+)")
 
 
@@ -69,7 +72,11 @@ def checkpoints_in(folder: PathLike) -> list[str]:
         names = os.listdir(folder)
     except (FileNotFoundError, NotADirectoryError):
         return []
-    prefixes = [n[: -len(".index")] for n in names if n.endswith(".index") and len(n) > 6]
+    prefixes = [
+        n[: -len(_INDEX_SUFFIX)]
+        for n in names
+        if n.endswith(_INDEX_SUFFIX) and len(n) > len(_INDEX_SUFFIX)
+    ]
     return [os.path.join(folder, p) for p in sorted(prefixes, key=_natural_key)]
 
 
@@ -93,8 +100,8 @@ def resolve_prefix(path: PathLike) -> str:
         CorruptCheckpointError: the folder's state file cannot be read.
     """
     p = os.fspath(path)
-    if p.endswith(".index") and os.path.isfile(p):
-        return p[: -len(".index")]
+    if p.endswith(_INDEX_SUFFIX) and os.path.isfile(p):
+        return p[: -len(_INDEX_SUFFIX)]
     if _DATA_SUFFIX.search(p) and os.path.isfile(p):
         return _DATA_SUFFIX.sub("", p)
     if os.path.isdir(p):
@@ -103,14 +110,14 @@ def resolve_prefix(path: PathLike) -> str:
         return p
     folder = os.path.dirname(p) or "."
     name = os.path.basename(p)
-    data = [n for n in _listdir(folder) if n.startswith(name + ".data-")]
+    data = [n for n in _listdir(folder) if n.startswith(name + _DATA_MARK)]
     if data:
         why = (
-            f"'{name}.index' is missing although its data files exist ({data[0]}, ...): the save "
-            "did not finish, or the index was moved away from them"
+            f"'{_index_file_name(name)}' is missing although its data files exist "
+            f"({data[0]}, ...): the save did not finish, or the index was moved away from them"
         )
     else:
-        why = f"'{name}.index' is missing"
+        why = f"'{_index_file_name(name)}' is missing"
     found = tuple(checkpoints_in(folder))
     suggestion = f"; pass a prefix such as '{found[-1]}'" if found else ""
     raise CheckpointNotFoundError(

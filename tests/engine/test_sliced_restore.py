@@ -95,10 +95,10 @@ def test_a_damaged_part_is_named_and_reported_by_the_parallel_pass(tmp_path):
 
 @pytest.mark.parametrize("pairwise", [True, False], ids=["box-test", "element-mask"])
 def test_overlaps_and_gaps_are_refused_before_any_part_is_read(tmp_path, monkeypatch, pairwise):
-    from trackpoint.format import _bundle
+    from trackpoint.format import _slices
 
     if not pairwise:
-        monkeypatch.setattr(_bundle, "_PAIRWISE_SLICES", 0)
+        monkeypatch.setattr(_slices, "_PAIRWISE_SLICES", 0)
     with BundleWriter(tmp_path / "overlap") as writer:
         writer.add_slice("w", [6, 2], [(0, 4), (0, None)], np.ones((4, 2)))
         writer.add_slice("w", [6, 2], [(3, 3), (0, None)], np.ones((3, 2)))

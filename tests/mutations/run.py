@@ -156,10 +156,10 @@ MUTATIONS: list[Mutation] = [
         tests=(f"{LATEST}::test_folder_without_a_state_file_gives_its_newest_complete_checkpoint",),
         breaks="a folder of checkpoints without a state file reads as 'no checkpoint'",
     ),
-    # -- BundleWriter.finish (format/_bundle.py) ----------------------------------------
+    # -- BundleWriter.finish (format/_writer.py) ----------------------------------------
     Mutation(
         name="bundle-writer-no-data-fsync",
-        file="format/_bundle.py",
+        file="format/_writer.py",
         old="                    os.fsync(shard.file.fileno())\n",
         new="                    pass\n",
         tests=BUNDLE_DURABLE,
@@ -167,7 +167,7 @@ MUTATIONS: list[Mutation] = [
     ),
     Mutation(
         name="bundle-writer-no-index-fsync",
-        file="format/_bundle.py",
+        file="format/_writer.py",
         old="                    os.fsync(out.fileno())\n",
         new="                    pass\n",
         tests=BUNDLE_DURABLE,
@@ -175,7 +175,7 @@ MUTATIONS: list[Mutation] = [
     ),
     Mutation(
         name="bundle-writer-no-folder-fsync",
-        file="format/_bundle.py",
+        file="format/_writer.py",
         old='                _fsync_dir(os.path.dirname(self.prefix) or ".")\n',
         new="                pass\n",
         tests=BUNDLE_DURABLE,
@@ -183,7 +183,7 @@ MUTATIONS: list[Mutation] = [
     ),
     Mutation(
         name="bundle-writer-index-renamed-first",
-        file="format/_bundle.py",
+        file="format/_writer.py",
         old=(
             "            for shard in self._shards:\n"
             "                os.replace(shard.temp, shard.final)\n"
@@ -339,7 +339,7 @@ MUTATIONS: list[Mutation] = [
     ),
     Mutation(
         name="slice-count-unchecked",
-        file="format/_bundle.py",
+        file="format/_reader.py",
         old="        if len(proto.slices) > _MAX_SLICES:\n",
         new="        if False:\n",
         tests=(f"{BAD_INPUT}::test_reader_refuses_an_entry_listing_more_slices_than_it_reads",),

@@ -15,7 +15,7 @@ complete), then moved into place by `roll_forward`:
 Every step can be repeated, so a save interrupted anywhere is finished by the next reader
 or writer of the prefix (`roll_forward` before reading); an incomplete staging set (no
 index yet) is deleted, the old checkpoint untouched. Temporary files of a save carry
-`.tp-tmp-`; TensorFlow ignores both kinds of names.
+`.tp-tmp-`; TensorFlow ignores both kinds of names (`_names` spells them).
 
 Knows file names, not tensors.
 """
@@ -29,21 +29,25 @@ from dataclasses import dataclass
 
 from trackpoint import storage as _storage
 
-from ._bundle import data_file_name, index_file_name
-from ._marks import STAGING_MARK, TEMP_MARK
+from ._names import (
+    DATA_SUFFIX,
+    INDEX_SUFFIX,
+    STAGING_MARK,
+    TEMP_MARK,
+    data_file_name,
+    index_file_name,
+)
 
 __all__ = [
-    "STAGING_MARK",
-    "TEMP_MARK",
     "StagedSet",
     "existing_files",
     "find_staged",
+    "fsync_dir",
     "roll_forward",
-    "staging_prefix",
     "temp_files",
 ]
 
-_DATA = re.compile(r"\.data-(\d{5,})-of-(\d{5,})")
+_DATA = re.compile(DATA_SUFFIX)
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,9 +65,9 @@ class StagedSet:
     data: tuple[tuple[str, int, int], ...]
 
 
-def staging_prefix(prefix: str, token: str) -> str:
-    """The prefix a new bundle for `prefix` is staged under."""
-    return f"{prefix}{STAGING_MARK}{token}"
+def fsync_dir(folder: str) -> None:
+    """Fsync a folder, so that the renames and creations in it survive a power loss."""
+    _storage.current().fsync_dir(folder)
 
 
 def _listdir(folder: str) -> list[str]:
@@ -81,7 +85,7 @@ def existing_files(prefix: str) -> list[str]:
         if not entry.startswith(name):
             continue
         rest = entry[len(name) :]
-        if rest == ".index" or _DATA.fullmatch(rest):
+        if rest == INDEX_SUFFIX or _DATA.fullmatch(rest):
             found.append(os.path.join(folder, entry))
     return sorted(found)
 
@@ -110,7 +114,7 @@ def find_staged(prefix: str) -> list[StagedSet]:
         if not token or not dot or TEMP_MARK[1:] in suffix:
             continue  # a temp file of the staging save: not part of the set yet
         _, data = groups.setdefault(token, (False, []))
-        if suffix == "index":
+        if "." + suffix == INDEX_SUFFIX:
             groups[token] = (True, data)
             continue
         match = _DATA.fullmatch("." + suffix)

@@ -3,15 +3,19 @@
 A sliced tensor is stored as one full entry (dtype, full shape, the list of stored slices)
 plus one ordinary entry per slice under a hidden binary key made with TF's OrderedCode:
 `00`, the escaped name, `01 <rank>`, then (start, length) per dimension as signed
-order-preserving numbers, length -1 meaning the whole dimension.
+order-preserving numbers, length -1 meaning the whole dimension. A reader checks that the
+stored slices tile the full shape (`find_tiling_problem`) before it reads any of them.
 
 Knows bytes, not files.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
+
+import numpy as np
 
 from ._varint import VarintError
 
@@ -20,6 +24,10 @@ if TYPE_CHECKING:
 
 #: (start, length) per dimension; length None = the whole dimension.
 Extents = tuple[tuple[int, int | None], ...]
+
+#: Up to this many slices, overlaps are found box against box (k x k booleans); beyond,
+#: with a mask of the tensor's elements.
+_PAIRWISE_SLICES = 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,3 +174,60 @@ def normalize_extents(extents: Sequence[tuple[int, int | None]], shape: Sequence
             raise ValueError(f"slice extent [{start}, +{length}) lies outside a dimension of {dim}")
         out.append((start, full))
     return tuple(out)
+
+
+def find_tiling_problem(shape: tuple[int, ...], extents: list[Extents]) -> tuple[int | None, bool]:
+    """How resolved slices (inside `shape`, no None lengths) tile it.
+
+    Returns:
+        (the position in `extents` of the first slice that overlaps an earlier one, or
+        None; whether the slices cover every element). Slices tile the shape when the
+        first is None and the second True.
+
+    Example:
+        >>> find_tiling_problem((6, 2), [((0, 3), (0, 2)), ((3, 3), (0, 2))])
+        (None, True)
+        >>> find_tiling_problem((6, 2), [((0, 4), (0, 2)), ((3, 3), (0, 2))])  # rows 3 twice
+        (1, False)
+        >>> find_tiling_problem((6, 2), [((0, 2), (0, 2)), ((3, 3), (0, 2))])  # row 2 missing
+        (None, False)
+    """
+    numel = math.prod(shape)
+    boxes = np.array(extents, dtype=np.int64).reshape(len(extents), len(shape), 2)
+    starts, ends = boxes[:, :, 0], boxes[:, :, 0] + boxes[:, :, 1]
+    overlapping: int | None = None
+    if len(extents) <= _PAIRWISE_SLICES:
+        # Boxes i and j overlap when they intersect in every dimension (empty boxes
+        # never do); a k x k test beats a mask of the whole tensor's elements.
+        meets = np.all(
+            (starts[:, None, :] < ends[None, :, :]) & (starts[None, :, :] < ends[:, None, :]),
+            axis=2,
+        )
+        later = np.tril(meets, k=-1).any(axis=1)  # j overlaps some earlier i
+        if later.any():
+            overlapping = int(np.argmax(later))
+        covered = int(np.prod(boxes[:, :, 1], axis=1).sum())
+        complete = covered == numel  # disjoint boxes inside the shape
+    else:
+        mask = np.zeros(shape, dtype=bool)
+        for at, box in enumerate(extents):
+            index = tuple(slice(start, start + (length or 0)) for start, length in box)
+            if mask[index].any():
+                overlapping = at
+                break
+            mask[index] = True
+        complete = bool(mask.all())
+    return overlapping, complete
+
+
+def format_extents(extents: Extents) -> str:
+    """Extents as a Python slice, for messages.
+
+    Example:
+        >>> format_extents(((0, 4), (0, None)))
+        '[0:4, :]'
+    """
+    parts = []
+    for start, length in extents:
+        parts.append(":" if length is None else f"{start}:{start + length}")
+    return "[" + ", ".join(parts) + "]"

@@ -36,7 +36,9 @@ from trackpoint.errors import (
     TrackpointWarning,
 )
 
-from ._marks import STAGING_MARK, TEMP_MARK
+from ._commit import find_staged, roll_forward
+from ._names import INDEX_SUFFIX, STAGING_MARK, STATE_FILENAME, TEMP_MARK, index_file_name
+from ._reader import BundleReader
 from .protos import checkpoint_state_pb2
 
 if TYPE_CHECKING:
@@ -44,7 +46,6 @@ if TYPE_CHECKING:
 
     from trackpoint._typing import PathLike
 
-STATE_FILENAME = "checkpoint"
 # A state file lists a few prefixes; anything this large is not one.
 _MAX_STATE_BYTES = 64 << 20
 
@@ -241,11 +242,6 @@ def write_checkpoint_state(
         raise _storage.save_error(err, "writing the state file", final) from None
 
 
-def fsync_dir(folder: str) -> None:
-    """Fsync a folder, so that the renames and creations in it survive a power loss."""
-    _storage.current().fsync_dir(folder)
-
-
 def latest_checkpoint(folder: PathLike, *, filename: str = STATE_FILENAME) -> str | None:
     """The prefix of the latest checkpoint in `folder`, or None when it has none.
 
@@ -315,15 +311,13 @@ def latest_checkpoint(folder: PathLike, *, filename: str = STATE_FILENAME) -> st
 
 
 def _has_index(prefix: str) -> bool:
-    if os.path.exists(prefix + ".index"):
+    if os.path.exists(index_file_name(prefix)):
         return True
     # A save over this prefix interrupted before its index was moved into place.
-    from ._commit import find_staged, roll_forward
-
     if find_staged(prefix):
         with contextlib.suppress(OSError):
             roll_forward(prefix)
-    return os.path.exists(prefix + ".index")
+    return os.path.exists(index_file_name(prefix))
 
 
 _NUMBERED = re.compile(r"(.*)-(\d+)")
@@ -344,13 +338,13 @@ def _newest_complete(folder: str, *, first: Sequence[str]) -> str | None:
         return None
     candidates = []
     for entry in entries:
-        if not entry.endswith(".index") or STAGING_MARK in entry or TEMP_MARK in entry:
+        if not entry.endswith(INDEX_SUFFIX) or STAGING_MARK in entry or TEMP_MARK in entry:
             continue
-        prefix = os.path.join(folder, entry[: -len(".index")])
+        prefix = os.path.join(folder, entry[: -len(INDEX_SUFFIX)])
         match = _NUMBERED.fullmatch(os.path.basename(prefix))
         number = int(match.group(2)) if match else -1
         try:
-            mtime = os.stat(prefix + ".index").st_mtime
+            mtime = os.stat(index_file_name(prefix)).st_mtime
         except OSError:
             continue
         candidates.append((number, mtime, prefix))
@@ -365,8 +359,6 @@ def is_complete(prefix: str) -> bool:
 
     Cheap: no tensor is read (checksums are `BundleReader.verify`'s job).
     """
-    from ._bundle import BundleReader
-
     try:
         reader = BundleReader(prefix)
     except (TrackpointError, OSError):

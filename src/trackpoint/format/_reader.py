@@ -1,12 +1,8 @@
-"""TensorBundle files: `PREFIX.index` plus `PREFIX.data-SSSSS-of-NNNNN` (TF format doc §1, §5).
+"""`BundleReader`: a TensorBundle written by TensorFlow or trackpoint, read and checked.
 
-`BundleWriter` streams each value from its own buffer into a data shard (crc32c computed
-on the same buffer, no `tobytes()` copy), then writes the sorted `.index` last, both under
-temporary names renamed into place when the bundle is complete, as TF's BundleWriter does.
-
-`BundleReader` reads and checks the whole `.index` when it opens (no data is read), then
-reads each tensor straight into its destination buffer with `os.preadv`, verifying its
-checksum, reassembling sliced tensors, or hands out zero-copy views of memory-mapped shards.
+Reads and checks the whole `.index` when it opens (no data is read), then reads each
+tensor straight into its destination buffer with `os.preadv`, verifying its checksum,
+reassembling sliced tensors, or hands out zero-copy views of memory-mapped shards.
 
 Knows bytes and files, not objects or frameworks.
 """
@@ -18,10 +14,9 @@ import difflib
 import math
 import mmap as _mmap
 import os
-import secrets
 import stat
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, BinaryIO, TypeAlias
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from google.protobuf.message import DecodeError
@@ -32,511 +27,39 @@ from trackpoint.errors import (
     IncompleteCheckpointError,
     InvalidValueError,
     KeyNotFoundError,
-    NotTrackableError,
     TrackpointError,
     UnsupportedCheckpointError,
 )
 
-from ._crc32c import crc32c, mask, unmask
-from ._dtypes import (
-    DType,
-    as_dtype,
-    decode_strings,
-    dtype_from_enum,
-    encode_strings,
-    string_elements,
-)
+from ._commit import find_staged, roll_forward
+from ._crc32c import crc32c, unmask
+from ._dtypes import DType, decode_strings, dtype_from_enum
+from ._encoding import BUNDLE_VERSION, HEADER_KEY, MAX_IO, MAX_SHARDS, as_bytes_view
 from ._index import Entry as _Entry
 from ._index import EntryIndex
-from ._marks import TEMP_MARK
-from ._slices import Extents, encode_slice_key, normalize_extents
-from ._sstable import TableBuilder, TableError, iter_table
-from ._state_file import fsync_dir as _fsync_dir
+from ._names import data_file_name, index_file_name
+from ._slices import (
+    Extents,
+    encode_slice_key,
+    find_tiling_problem,
+    format_extents,
+    normalize_extents,
+)
+from ._sstable import TableError, iter_table
 from .protos import tensor_bundle_pb2 as bundle_pb2
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Iterator, Sequence
-    from types import TracebackType
+    from collections.abc import Iterator
 
-    from numpy.typing import ArrayLike, NDArray
+    from numpy.typing import NDArray
 
     from trackpoint._typing import PathLike
 
-#: The bundle format version TF 2.21 writes and reads (tensor_bundle.h kTensorBundleVersion).
-BUNDLE_VERSION = 1
-HEADER_KEY = b""
 _LITTLE, _BIG = 0, 1
-_MAX_SHARDS = 1 << 20
 _MAX_RANK = 254  # TF's TensorShape limit
 # Partitioned variables have tens or thousands of slices; each listed slice costs Python
 # objects (~300 bytes) at open, so a list of millions would be a memory attack.
 _MAX_SLICES = 1 << 16
-#: Up to this many slices, overlaps are found box against box (k x k booleans); beyond,
-#: with a mask of the tensor's elements.
-_PAIRWISE_SLICES = 1024
-# Linux transfers at most 0x7ffff000 bytes per read/write call.
-_MAX_IO = 0x7FFFF000
-
-
-def data_file_name(prefix: str, shard: int, num_shards: int) -> str:
-    """The name of data shard `shard` of `num_shards`, as TF spells it.
-
-    Example:
-        >>> data_file_name("ckpt-3", 1, 2)
-        'ckpt-3.data-00001-of-00002'
-    """
-    return f"{prefix}.data-{shard:05d}-of-{num_shards:05d}"
-
-
-def index_file_name(prefix: str) -> str:
-    """The name of a bundle's index file.
-
-    Example:
-        >>> index_file_name("ckpt-3")
-        'ckpt-3.index'
-    """
-    return f"{prefix}.index"
-
-
-def _encode_key(key: str | bytes) -> bytes:
-    try:
-        return key.encode("utf-8") if isinstance(key, str) else bytes(key)
-    except UnicodeEncodeError as err:
-        raise InvalidValueError(f"key {key!r} cannot be encoded as UTF-8: {err}") from err
-
-
-def _as_bytes_view(array: NDArray[Any]) -> memoryview:
-    """A flat byte view of a C-contiguous array, whatever its dtype (ml_dtypes included)."""
-    return array.reshape(-1).view(np.uint8).data
-
-
-def _shape_list(shape: Sequence[int]) -> list[int]:
-    return [int(d) for d in shape]
-
-
-# ---------------------------------------------------------------------------------------
-# Writing
-
-
-@dataclass(frozen=True, slots=True)
-class EncodedValue:
-    """One value as it goes into a data file: its TF dtype, shape and bytes.
-
-    Attributes:
-        dtype: The TF dtype it is stored as.
-        shape: Its shape.
-        data: Its bytes: a flat view of the array's own buffer for numbers (no copy when
-            the array is C-contiguous and little-endian), the encoded bytes for strings.
-        crc: The entry's unmasked crc32c when already known (strings, whose checksum also
-            covers their lengths); None for numbers, whose crc is that of `data`.
-    """
-
-    dtype: DType
-    shape: tuple[int, ...]
-    data: memoryview
-    crc: int | None
-
-
-def encode_value(value: ArrayLike, dtype: DType | str | None = None) -> EncodedValue:
-    """Prepare `value` for writing as TF stores it (as `BundleWriter.add` does).
-
-    Args:
-        value: An array (strings: object/'S'/'U' arrays of bytes or str).
-        dtype: Store under another TF dtype of the same width (e.g. "qint8" for int8).
-
-    Raises:
-        NotTrackableError: a dtype TF checkpoints cannot hold.
-
-    Example:
-        >>> import numpy as np
-        >>> encoded = encode_value(np.arange(2, dtype=np.int32))
-        >>> encoded.dtype.name, encoded.shape, bytes(encoded.data).hex()
-        ('int32', (2,), '0000000001000000')
-    """
-    array = value if isinstance(value, np.ndarray) else np.asarray(value)
-    tf_dtype = as_dtype(array.dtype) if dtype is None else as_dtype(dtype)
-    if tf_dtype.numpy is None:
-        raise NotTrackableError(f"values of dtype {tf_dtype.name} cannot be written")
-    shape = tuple(int(d) for d in array.shape)
-    if tf_dtype.is_string:
-        elements = string_elements(array)
-        header, crc = encode_strings(elements)
-        return EncodedValue(tf_dtype, shape, memoryview(b"".join([header, *elements])), crc)
-    return EncodedValue(tf_dtype, shape, _as_bytes_view(_stored_array(array, tf_dtype)), None)
-
-
-def _stored_array(array: NDArray[Any], tf_dtype: DType) -> NDArray[Any]:
-    """`array` with a buffer that holds its bytes as TF stores them: itself when it does."""
-    assert tf_dtype.numpy is not None  # noqa: S101 - the callers refused undecodable dtypes
-    if array.dtype != tf_dtype.numpy:
-        if array.dtype.kind in "OSU" or array.dtype.itemsize != tf_dtype.numpy.itemsize:
-            raise NotTrackableError(f"cannot write a {array.dtype} array as {tf_dtype.name}")
-        # Same width (byte order, or an int array written as its quantized twin).
-        array = array.astype(tf_dtype.numpy.newbyteorder("<"), copy=False)
-    if not array.flags.c_contiguous or array.dtype.byteorder == ">":
-        array = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<"))
-    return array
-
-
-#: A value ready to be written (`prepare_value`): a numeric array whose buffer holds the
-#: bytes TF stores, or the `EncodedValue` of a string tensor.
-PreparedValue: TypeAlias = "NDArray[Any] | EncodedValue"
-
-
-def prepare_value(value: ArrayLike) -> PreparedValue:
-    """`value` as a save holds it until it is written: for most values, itself.
-
-    A save of many small tensors holds every value from the start of the save to its
-    end. A numeric array whose buffer already holds TF's bytes (C-contiguous and
-    little-endian, as nearly all are) is returned as it is: no copy and no object per
-    value; its byte view is made only while it is written (`prepared_bytes`). Other
-    numeric arrays come back converted; strings as their `EncodedValue` (bytes built).
-
-    Raises:
-        NotTrackableError: a dtype TF checkpoints cannot hold.
-
-    Example:
-        >>> import numpy as np
-        >>> a = np.arange(2, dtype=np.int32)
-        >>> prepare_value(a) is a, bytes(prepared_bytes(prepare_value(a))).hex()
-        (True, '0000000001000000')
-    """
-    array = value if isinstance(value, np.ndarray) else np.asarray(value)
-    tf_dtype = as_dtype(array.dtype)
-    if tf_dtype.is_string or tf_dtype.numpy is None:
-        return encode_value(array)
-    return _stored_array(array, tf_dtype)
-
-
-def prepared_size(value: PreparedValue) -> int:
-    """How many bytes a prepared value takes in its data file."""
-    return len(value.data) if isinstance(value, EncodedValue) else int(value.nbytes)
-
-
-def prepared_bytes(value: PreparedValue) -> memoryview:
-    """The bytes of a prepared value, as written: a view of its own buffer (no copy)."""
-    return value.data if isinstance(value, EncodedValue) else _as_bytes_view(value)
-
-
-def prepared_entry(value: PreparedValue, shard: int, offset: int, crc: int) -> bytes:
-    """The serialized index entry of a prepared value written at `offset` of `shard`.
-
-    `crc` is the unmasked crc32c of the bytes written; a string tensor's entry uses its
-    own (which covers the element lengths too).
-    """
-    if isinstance(value, EncodedValue):
-        dtype, shape = value.dtype, value.shape
-        crc = crc if value.crc is None else value.crc
-    else:
-        dtype, shape = as_dtype(value.dtype), value.shape
-    size = prepared_size(value)
-    return entry_proto(dtype, shape, shard, offset, size, crc).SerializeToString()
-
-
-def entry_proto(
-    dtype: DType, shape: Sequence[int], shard: int, offset: int, size: int, crc: int
-) -> bundle_pb2.BundleEntryProto:
-    """The index entry of one whole tensor; `crc` is unmasked (it is stored masked)."""
-    entry = bundle_pb2.BundleEntryProto(
-        dtype=dtype.enum,  # type: ignore[arg-type]
-        shard_id=shard,
-        offset=offset,
-        size=size,
-        crc32c=mask(crc),
-    )
-    entry.shape.SetInParent()  # TF always writes the shape, even for scalars
-    for dim in shape:
-        entry.shape.dim.add().size = int(dim)
-    return entry
-
-
-def write_index(
-    out: BinaryIO, num_shards: int, entries: dict[bytes, bundle_pb2.BundleEntryProto | bytes]
-) -> None:
-    """Write a bundle's `.index` table: the header, then `entries` sorted by key.
-
-    An entry may be given already serialized: a message object costs hundreds of bytes,
-    its bytes a few dozen, which counts when a checkpoint has 100,000 tensors.
-    """
-    write_sorted_index(
-        out,
-        num_shards,
-        (
-            (key, entry if isinstance(entry, bytes) else entry.SerializeToString())
-            for key, entry in sorted(entries.items())
-        ),
-    )
-
-
-def write_sorted_index(
-    out: BinaryIO, num_shards: int, entries: Iterable[tuple[bytes, bytes]]
-) -> None:
-    """Write a bundle's `.index` table from serialized entries already in key order.
-
-    Each entry goes into the table as it comes, so a save of many tensors never holds
-    them all (`write_index` sorts a dict of them first).
-
-    Raises:
-        ValueError: the keys are not strictly increasing (or one is empty).
-    """
-    header = bundle_pb2.BundleHeaderProto(num_shards=num_shards)
-    header.version.producer = BUNDLE_VERSION
-    table = TableBuilder(out)
-    table.add(HEADER_KEY, header.SerializeToString())
-    for key, entry in entries:
-        table.add(key, entry)
-    table.finish()
-
-
-def check_key(key: str | bytes) -> bytes:
-    """`key` as stored (UTF-8), refusing the empty key and keys starting with NUL.
-
-    Raises:
-        InvalidValueError: the key is reserved or cannot be encoded.
-    """
-    raw = _encode_key(key)
-    if not raw:
-        raise InvalidValueError("the empty key is reserved for the bundle header")
-    if raw.startswith(b"\x00"):
-        raise InvalidValueError(f"keys starting with a NUL byte are reserved: {raw!r}")
-    return raw
-
-
-@dataclass(slots=True)
-class _Shard:
-    final: str
-    temp: str
-    file: BinaryIO
-    size: int = 0
-
-
-class BundleWriter:
-    """Writes one TensorBundle: data shards, then the index.
-
-    Values are written to the data files as they are added; the index is written by
-    `finish()` and renamed into place last, so a bundle whose `.index` exists is complete.
-
-    Args:
-        prefix: The checkpoint prefix (`runs/a/ckpt-3` → `runs/a/ckpt-3.index`, ...).
-        num_shards: How many data files to write. Values go to the shard named in `add`,
-            or else to the one with the fewest bytes so far.
-        durable: fsync every file and the folder before returning from `finish()`.
-
-    Example:
-        >>> import tempfile, numpy as np
-        >>> prefix = tempfile.mkdtemp() + "/ckpt"
-        >>> with BundleWriter(prefix) as writer:
-        ...     writer.add("w", np.arange(3, dtype=np.float32))
-        >>> BundleReader(prefix).get_tensor("w")
-        array([0., 1., 2.], dtype=float32)
-    """
-
-    def __init__(self, prefix: PathLike, *, num_shards: int = 1, durable: bool = False) -> None:
-        if num_shards < 1 or num_shards > _MAX_SHARDS:
-            raise InvalidValueError(
-                f"num_shards must be between 1 and {_MAX_SHARDS}, not {num_shards}"
-            )
-        self.prefix = os.fspath(prefix)
-        self.num_shards = num_shards
-        self._durable = durable
-        self._entries: dict[bytes, bundle_pb2.BundleEntryProto] = {}
-        self._sliced: dict[bytes, bundle_pb2.BundleEntryProto] = {}
-        self._shards: list[_Shard] = []
-        self._done = False
-        folder = os.path.dirname(self.prefix)
-        if folder:
-            os.makedirs(folder, exist_ok=True)
-        token = secrets.token_hex(8)
-        try:
-            for shard in range(num_shards):
-                final = data_file_name(self.prefix, shard, num_shards)
-                temp = f"{final}{TEMP_MARK}{token}"
-                self._shards.append(_Shard(final, temp, open(temp, "wb")))  # noqa: SIM115
-        except BaseException:
-            self.abort()
-            raise
-        self._index_final = index_file_name(self.prefix)
-        self._index_temp = f"{self._index_final}{TEMP_MARK}{token}"
-
-    def __enter__(self) -> BundleWriter:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if exc_type is None:
-            self.finish()
-        else:
-            self.abort()
-
-    def _check_key(self, key: str | bytes) -> bytes:
-        raw = check_key(key)
-        if raw in self._entries or raw in self._sliced:
-            raise InvalidValueError(f"key {raw.decode('utf-8', 'replace')!r} was added twice")
-        return raw
-
-    def _pick_shard(self, shard: int | None) -> _Shard:
-        if self._done:
-            raise InvalidValueError(f"the bundle '{self.prefix}' is already finished")
-        if shard is None:
-            return min(self._shards, key=lambda s: s.size)
-        if not 0 <= shard < self.num_shards:
-            raise InvalidValueError(f"shard {shard} is out of range for {self.num_shards} shards")
-        return self._shards[shard]
-
-    def _write(self, shard: _Shard, view: memoryview | bytes) -> None:
-        for start in range(0, len(view), _MAX_IO):
-            shard.file.write(view[start : start + _MAX_IO])
-        shard.size += len(view)
-
-    def _write_value(
-        self,
-        entry: bundle_pb2.BundleEntryProto,
-        value: ArrayLike,
-        dtype: DType | str | None,
-        shard: _Shard,
-    ) -> None:
-        encoded = encode_value(value, dtype)
-        offset = shard.size
-        crc = crc32c(encoded.data) if encoded.crc is None else encoded.crc
-        self._write(shard, encoded.data)
-        entry.CopyFrom(
-            entry_proto(
-                encoded.dtype,
-                encoded.shape,
-                self._shards.index(shard),
-                offset,
-                len(encoded.data),
-                crc,
-            )
-        )
-
-    def add(
-        self,
-        key: str | bytes,
-        value: ArrayLike,
-        *,
-        dtype: DType | str | None = None,
-        shard: int | None = None,
-    ) -> None:
-        """Write one tensor.
-
-        Args:
-            key: The tensor's name in the checkpoint.
-            value: An array (any NumPy/ml_dtypes dtype TF knows; object/'S'/'U' arrays of
-                bytes or str are strings). Its buffer is written as it is, without a copy,
-                when it is C-contiguous and little-endian.
-            dtype: Write under another TF dtype of the same width (e.g. "qint8" for int8).
-            shard: Which data file to put it in (default: the smallest so far).
-
-        Raises:
-            InvalidValueError: a duplicate or reserved key, or a bad shard number.
-            NotTrackableError: a dtype TF checkpoints cannot hold.
-        """
-        raw = self._check_key(key)
-        target = self._pick_shard(shard)
-        entry = bundle_pb2.BundleEntryProto()
-        self._write_value(entry, value, dtype, target)
-        self._entries[raw] = entry
-
-    def add_slice(
-        self,
-        key: str,
-        full_shape: Sequence[int],
-        extents: Sequence[tuple[int, int | None]],
-        value: ArrayLike,
-        *,
-        shard: int | None = None,
-    ) -> None:
-        """Write one slice of a partitioned tensor (as TF1 partitioned variables are saved).
-
-        Args:
-            key: The full tensor's name.
-            full_shape: The full tensor's shape.
-            extents: (start, length) per dimension; length None = the whole dimension.
-            value: The slice's values; its shape must match the extents.
-            shard: Which data file to put it in (default: the smallest so far).
-        """
-        raw = _encode_key(key)
-        if raw in self._entries or not raw or raw.startswith(b"\x00"):
-            raise InvalidValueError(f"key {key!r} is reserved or was added as a whole tensor")
-        array = np.asarray(value)
-        try:
-            resolved = normalize_extents(extents, _shape_list(full_shape))
-        except ValueError as err:
-            raise InvalidValueError(f"bad slice of {key!r}: {err}") from err
-        if tuple(length for _, length in resolved) != array.shape:
-            raise InvalidValueError(
-                f"slice of {key!r} has shape {list(array.shape)} but its extents say "
-                f"{[length for _, length in resolved]}"
-            )
-        # TF writes every length explicitly, a whole dimension included (tf1_saver fixture).
-        stored = resolved
-        full = self._sliced.get(raw)
-        if full is None:
-            full = bundle_pb2.BundleEntryProto()
-            full.dtype = as_dtype(array.dtype).enum  # type: ignore[assignment]
-            full.shape.SetInParent()
-            for dim in full_shape:
-                full.shape.dim.add().size = int(dim)
-            self._sliced[raw] = full
-        elif full.dtype != as_dtype(array.dtype).enum:
-            raise InvalidValueError(f"slices of {key!r} have different dtypes")
-        proto_slice = full.slices.add()
-        for start, length in stored:
-            extent = proto_slice.extent.add()
-            extent.start = start
-            if length is not None:
-                extent.length = length
-        entry = bundle_pb2.BundleEntryProto()
-        self._write_value(entry, array, None, self._pick_shard(shard))
-        slice_key = encode_slice_key(key, stored)
-        if slice_key in self._entries:
-            raise InvalidValueError(f"the same slice of {key!r} was added twice")
-        self._entries[slice_key] = entry
-
-    def finish(self) -> None:
-        """Close the data files, write the index and move everything into place."""
-        if self._done:
-            return
-        self._done = True
-        try:
-            for shard in self._shards:
-                if self._durable:
-                    shard.file.flush()
-                    os.fsync(shard.file.fileno())
-                shard.file.close()
-            with open(self._index_temp, "wb") as out:
-                write_index(out, self.num_shards, {**self._entries, **self._sliced})
-                if self._durable:
-                    out.flush()
-                    os.fsync(out.fileno())
-            # Data first, index last: a bundle whose .index exists is complete.
-            for shard in self._shards:
-                os.replace(shard.temp, shard.final)
-            os.replace(self._index_temp, self._index_final)
-            if self._durable:
-                _fsync_dir(os.path.dirname(self.prefix) or ".")
-        except BaseException:
-            self.abort()
-            raise
-
-    def abort(self) -> None:
-        """Close and delete the temporary files of an unfinished bundle."""
-        self._done = True
-        for shard in self._shards:
-            shard.file.close()
-        for path in [s.temp for s in self._shards] + [getattr(self, "_index_temp", "")]:
-            if path:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(path)
-
-
-# ---------------------------------------------------------------------------------------
-# Reading
 
 
 @dataclass(frozen=True, slots=True)
@@ -605,8 +128,6 @@ def _finish_interrupted_overwrite(prefix: str) -> None:
     so that nobody reads a half-replaced checkpoint. A reader that may not write (a
     read-only copy) reads what is there.
     """
-    from ._commit import find_staged, roll_forward
-
     if not find_staged(prefix):
         return
     with contextlib.suppress(OSError):
@@ -728,7 +249,7 @@ class BundleReader:
                 "newer TensorFlow",
                 file=self.index_path,
             )
-        if not 1 <= header.num_shards <= _MAX_SHARDS:
+        if not 1 <= header.num_shards <= MAX_SHARDS:
             raise self._corrupt(f"the header declares {header.num_shards} data shards")
         if header.endianness not in (_LITTLE, _BIG):
             raise self._corrupt(f"unknown endianness {header.endianness} in the header")
@@ -833,14 +354,14 @@ class BundleReader:
             slice_key = encode_slice_key(key, extents)
             proto = slice_entries.get(slice_key)
             if proto is None:
-                entry.problem = f"its slice {_format_extents(extents)} has no entry in the index"
+                entry.problem = f"its slice {format_extents(extents)} has no entry in the index"
                 attached.append((extents, entry))
                 continue
-            part = self._make_entry(f"{key}{_format_extents(extents)}", proto)
+            part = self._make_entry(f"{key}{format_extents(extents)}", proto)
             resolved = normalize_extents(extents, entry.shape)
             if part.shape != tuple(length for _, length in resolved) or part.dtype != entry.dtype:
                 raise self._corrupt(
-                    f"slice {_format_extents(extents)} of '{key}' has shape {list(part.shape)} "
+                    f"slice {format_extents(extents)} of '{key}' has shape {list(part.shape)} "
                     f"and dtype {part.dtype.name}, not what its extents say",
                     key=key,
                 )
@@ -960,7 +481,7 @@ class BundleReader:
     def _pread_into(self, fd: int, view: memoryview, offset: int, entry: _Entry) -> None:
         done = 0
         while done < len(view):
-            n = os.preadv(fd, [view[done : done + _MAX_IO]], offset + done)
+            n = os.preadv(fd, [view[done : done + MAX_IO]], offset + done)
             if n == 0:
                 raise truncated_error(entry.key, self.data_path(entry.shard))
             done += n
@@ -1076,7 +597,7 @@ class BundleReader:
 
     def _read_numeric_into(self, entry: _Entry, out: NDArray[Any]) -> None:
         fd = self._check_range(entry)
-        view = _as_bytes_view(out)
+        view = as_bytes_view(out)
         self._pread_into(fd, view, entry.offset, entry)
         if self.verify_checksums:
             computed = crc32c(view)
@@ -1158,33 +679,10 @@ class BundleReader:
 
     def _check_tiling(self, entry: _Entry, extents: list[Extents]) -> None:
         """Raise unless the slices (inside the shape, resolved) tile it without overlap."""
-        boxes = np.array(extents, dtype=np.int64).reshape(len(extents), len(entry.shape), 2)
-        starts, ends = boxes[:, :, 0], boxes[:, :, 0] + boxes[:, :, 1]
-        overlapping: int | None = None
-        if len(extents) <= _PAIRWISE_SLICES:
-            # Boxes i and j overlap when they intersect in every dimension (empty boxes
-            # never do); a k x k test beats a mask of the whole tensor's elements.
-            meets = np.all(
-                (starts[:, None, :] < ends[None, :, :]) & (starts[None, :, :] < ends[:, None, :]),
-                axis=2,
-            )
-            later = np.tril(meets, k=-1).any(axis=1)  # j overlaps some earlier i
-            if later.any():
-                overlapping = int(np.argmax(later))
-            covered = int(np.prod(boxes[:, :, 1], axis=1).sum())
-            complete = covered == entry.numel  # disjoint boxes inside the shape
-        else:
-            mask = np.zeros(entry.shape, dtype=bool)
-            for at, box in enumerate(extents):
-                index = tuple(slice(start, start + (length or 0)) for start, length in box)
-                if mask[index].any():
-                    overlapping = at
-                    break
-                mask[index] = True
-            complete = bool(mask.all())
+        overlapping, complete = find_tiling_problem(entry.shape, extents)
         if overlapping is not None:
             raise CorruptCheckpointError(
-                f"the stored slice {_format_extents(extents[overlapping])} of tensor "
+                f"the stored slice {format_extents(extents[overlapping])} of tensor "
                 f"'{entry.key}' overlaps another of its slices; the index is damaged",
                 file=self.index_path,
                 key=entry.key,
@@ -1313,10 +811,3 @@ def truncated_error(key: str, file: str) -> CorruptCheckpointError:
         file=file,
         key=key,
     )
-
-
-def _format_extents(extents: Extents) -> str:
-    parts = []
-    for start, length in extents:
-        parts.append(":" if length is None else f"{start}:{start + length}")
-    return "[" + ", ".join(parts) + "]"
