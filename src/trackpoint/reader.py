@@ -8,7 +8,6 @@ holds instead.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 from typing import TYPE_CHECKING, Any
@@ -19,6 +18,8 @@ from .errors import (
     IncompleteCheckpointError,
 )
 from .format import (
+    STAGING_MARK,
+    TEMP_MARK,
     BundleReader,
     DType,
     find_staged,
@@ -69,7 +70,12 @@ def checkpoints_in(folder: PathLike) -> list[str]:
         names = os.listdir(folder)
     except (FileNotFoundError, NotADirectoryError):
         return []
-    prefixes = [n[: -len(".index")] for n in names if n.endswith(".index") and len(n) > 6]
+    # A staged copy or a temp file of a save is part of a checkpoint, not one of its own.
+    prefixes = [
+        n[: -len(".index")]
+        for n in names
+        if n.endswith(".index") and len(n) > 6 and STAGING_MARK not in n and TEMP_MARK not in n
+    ]
     return [os.path.join(folder, p) for p in sorted(prefixes, key=_natural_key)]
 
 
@@ -85,20 +91,56 @@ def _holds(folder: str) -> str:
     return f"the folder holds {shown}"
 
 
+def finish_interrupted_overwrite(prefix: str) -> bool:
+    """Before `prefix` is read: finish moving a complete staged copy of it into place.
+
+    The one place where reading repairs (see `format/_commit.py`): an overwrite of
+    `prefix` interrupted after its staged copy was complete is rolled forward, so that
+    every way of naming the checkpoint (its prefix, its `.index` or data file, its folder,
+    the folder's state file) reads the checkpoint last committed, never the old index
+    with new data. A folder the reader may not write (a read-only copy) is read as it is.
+
+    Args:
+        prefix: The checkpoint's prefix.
+
+    Returns:
+        True when a staged copy was moved into place now.
+    """
+    if not find_staged(prefix):
+        return False
+    try:
+        return roll_forward(prefix)
+    except OSError:
+        return False
+
+
+def _strip_file_name(path: str) -> str:
+    """The prefix of `path` when it names a checkpoint's `.index` or data file, else `path`.
+
+    A file name whose file is gone counts when its prefix has a staged copy (the file is
+    there again once the interrupted overwrite is finished).
+    """
+    if path.endswith(".index"):
+        prefix = path[: -len(".index")]
+    elif _DATA_SUFFIX.search(path):
+        prefix = _DATA_SUFFIX.sub("", path)
+    else:
+        return path
+    return prefix if os.path.isfile(path) or find_staged(prefix) else path
+
+
 def resolve_prefix(path: PathLike) -> str:
-    """Turn what a user passed into the prefix of one checkpoint.
+    """Turn what a user passed into the prefix of one checkpoint, repaired to be read.
 
     Raises:
         CheckpointNotFoundError: nothing readable is there; the message lists what is.
         CorruptCheckpointError: the folder's state file cannot be read.
     """
     p = os.fspath(path)
-    if p.endswith(".index") and os.path.isfile(p):
-        return p[: -len(".index")]
-    if _DATA_SUFFIX.search(p) and os.path.isfile(p):
-        return _DATA_SUFFIX.sub("", p)
     if os.path.isdir(p):
         return _resolve_folder(p)
+    p = _strip_file_name(p)
+    finish_interrupted_overwrite(p)
     if os.path.exists(_index_file_name(p)):
         return p
     folder = os.path.dirname(p) or "."
@@ -134,9 +176,7 @@ def _resolve_folder(folder: str) -> str:
         # Exactly the recorded checkpoint (finishing an interrupted overwrite of it): an
         # explicit read does not fall back to another one, as `latest_checkpoint` does.
         named = state.model_checkpoint_path
-        if find_staged(named):
-            with contextlib.suppress(OSError):
-                roll_forward(named)
+        finish_interrupted_overwrite(named)
         if os.path.exists(_index_file_name(named)):
             return named
         raw = state.raw_model_checkpoint_path
