@@ -54,6 +54,7 @@ def _written(folder: Path) -> str:
     )
     prefix = manager.save()
     manager.close()
+    assert prefix is not None
     _interrupt_overwrite(prefix, NEW)
     assert not os.path.exists(prefix + ".index")
     return prefix

@@ -41,8 +41,8 @@ from .format import (
     roll_forward,
     write_checkpoint_state,
 )
-from .format import latest_checkpoint as latest_checkpoint
-from .reader import checkpoints_in, whole_checkpoint_problem
+from .reader import checkpoints_in, local_path, whole_checkpoint_problem
+from .reader import latest_checkpoint as latest_checkpoint
 from .storage import WriterLock
 
 if TYPE_CHECKING:
@@ -105,7 +105,7 @@ class CheckpointManager:
                 f"checkpoint_name must be a plain name, not {checkpoint_name!r}"
             )
         self._checkpoint = checkpoint
-        self._directory = os.fspath(directory)
+        self._directory = local_path(directory, action="keeping checkpoints in")
         self._max_to_keep = max_to_keep
         self._keep_every_n_hours = keep_checkpoint_every_n_hours
         self._checkpoint_name = checkpoint_name
