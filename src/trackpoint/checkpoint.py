@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 from google.protobuf.message import DecodeError
 
+from ._stack import user_frame
 from .engine import AsyncSaver, write_bundle
 from .errors import (
     CorruptCheckpointError,
@@ -43,8 +44,12 @@ from .graph import (
     save_graph,
     to_trackable,
 )
-from .graph._explain import user_frame
-from .reader import broken_checkpoint_error, resolve_prefix, whole_checkpoint_problem
+from .reader import (
+    broken_checkpoint_error,
+    local_path,
+    resolve_prefix,
+    whole_checkpoint_problem,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Mapping
@@ -182,7 +187,7 @@ class Checkpoint(Module):
         write goes on in the background (`sync()` waits for it).
         """
         options = options or CheckpointOptions()
-        prefix = os.fspath(file_prefix)
+        prefix = local_path(file_prefix, action="saving to")
         self.sync()  # at most one save in flight; a failed one is reported first
         if options.enable_async:
             self._write_async(prefix, options)
@@ -281,7 +286,8 @@ class Checkpoint(Module):
         Returns:
             The prefix written.
         """
-        folder = os.path.dirname(os.fspath(file_prefix))
+        file_prefix = local_path(file_prefix, action="saving to")
+        folder = os.path.dirname(file_prefix)
         asynchronous = options is not None and options.enable_async
 
         def commit(path: str, durable: bool) -> None:
@@ -331,6 +337,7 @@ class Checkpoint(Module):
         Raises:
             AsyncSaveError: The previous (async) save failed.
         """
+        file_prefix = local_path(file_prefix, action="saving to")  # before anything moves
         self.sync()  # the previous save completes (or reports its failure) first
         options = options or CheckpointOptions()
         counter = self.save_counter

@@ -9,6 +9,7 @@ TrackpointError(Exception)
 ├── IncompleteCheckpointError   (+FileNotFoundError)  a file of the checkpoint is missing
 ├── CorruptCheckpointError      (+ValueError)   magic, footer, block/tensor crc, offsets
 ├── UnsupportedCheckpointError  (+ValueError)   newer version, resource/variant dtype
+├── UnsupportedLocationError    (+ValueError)   a URL (s3://, gs://): object storage not yet
 ├── InvalidValueError           (+ValueError)   a bad argument: duplicate key, wrong buffer
 ├── KeyNotFoundError            (+KeyError)     no tensor under that key
 ├── MismatchError               (+AssertionError)  raised by status.assert_*
@@ -45,6 +46,7 @@ __all__ = [
     "TrackpointError",
     "TrackpointWarning",
     "UnsupportedCheckpointError",
+    "UnsupportedLocationError",
 ]
 
 
@@ -95,6 +97,24 @@ class CorruptCheckpointError(TrackpointError, ValueError):
 
 class UnsupportedCheckpointError(TrackpointError, ValueError):
     """The checkpoint is well-formed but holds something trackpoint cannot decode."""
+
+
+class UnsupportedLocationError(TrackpointError, ValueError):
+    """A checkpoint location trackpoint cannot write or read yet: a URL (`s3://`, `gs://`, ...).
+
+    Object storage is designed (docs/storage.md) but not built; until it is, a URL is
+    refused by name rather than taken as a local folder called `s3:`. `file://` URLs are
+    local paths and are accepted.
+
+    Attributes:
+        url: The location given (also `file`).
+        scheme: Its scheme (`s3`, `gs`, ...).
+    """
+
+    def __init__(self, message: str, *, url: str, scheme: str) -> None:
+        super().__init__(message, file=url)
+        self.url = url
+        self.scheme = scheme
 
 
 class InvalidValueError(TrackpointError, ValueError):

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from . import storage
+from ._stack import user_stacklevel
 from .errors import (
     CheckpointNotFoundError,
     CorruptCheckpointError,
@@ -44,8 +45,8 @@ from .format import (
     roll_forward,
     write_checkpoint_state,
 )
-from .format import latest_checkpoint as latest_checkpoint
-from .reader import checkpoints_in, whole_checkpoint_problem
+from .reader import checkpoints_in, local_path, whole_checkpoint_problem
+from .reader import latest_checkpoint as latest_checkpoint
 from .storage import WriterLock
 
 if TYPE_CHECKING:
@@ -108,7 +109,7 @@ class CheckpointManager:
                 f"checkpoint_name must be a plain name, not {checkpoint_name!r}"
             )
         self._checkpoint = checkpoint
-        self._directory = os.fspath(directory)
+        self._directory = local_path(directory, action="keeping checkpoints in")
         self._max_to_keep = max_to_keep
         self._keep_every_n_hours = keep_checkpoint_every_n_hours
         self._checkpoint_name = checkpoint_name
@@ -364,7 +365,7 @@ class CheckpointManager:
                     f"'{os.path.basename(path)}' is saved and is the latest checkpoint, but "
                     f"removing the old ones failed ({error}); they are removed at a later save",
                     TrackpointWarning,
-                    stacklevel=4,  # _commit, save_numbered, save, the user
+                    stacklevel=user_stacklevel(),
                 )
 
     def _undo_record(self, path: str, durable: bool) -> None:
@@ -539,7 +540,7 @@ class CheckpointManager:
             "overwritten: they stay as they are until max_to_keep deletes them (before any "
             "other) or you do",
             TrackpointWarning,
-            stacklevel=3,  # _skip_past, restore_or_initialize, the user
+            stacklevel=user_stacklevel(),
         )
 
     def _candidates(self) -> list[str]:

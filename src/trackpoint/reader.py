@@ -8,30 +8,34 @@ holds instead.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
+import urllib.parse
 from typing import TYPE_CHECKING, Any
 
 from .errors import (
     CheckpointNotFoundError,
     CorruptCheckpointError,
     IncompleteCheckpointError,
+    UnsupportedLocationError,
 )
 from .format import DATA_MARK as _DATA_MARK
 from .format import DATA_SUFFIX as _DATA_SUFFIX_PATTERN
 from .format import INDEX_SUFFIX as _INDEX_SUFFIX
 from .format import (
+    STAGING_MARK,
+    STATE_FILENAME,
+    TEMP_MARK,
     BundleReader,
     DType,
     find_staged,
+    finish_interrupted_overwrite,
     is_complete,
     is_outside,
-    latest_checkpoint,
     read_checkpoint_state,
-    roll_forward,
 )
 from .format import index_file_name as _index_file_name
+from .format import latest_checkpoint as _latest_in_folder
 
 if TYPE_CHECKING:
     from numpy.typing import NDArray
@@ -50,6 +54,69 @@ __all__ = [
 OBJECT_GRAPH_KEY = "_CHECKPOINTABLE_OBJECT_GRAPH"
 _DATA_SUFFIX = re.compile(_DATA_SUFFIX_PATTERN + "$")
 _NUMBER = re.compile(r"(\d+)")
+
+
+# A scheme of two letters or more: `C:\\runs` and `c:/runs` are Windows drives, not URLs.
+_URL = re.compile(r"([A-Za-z][A-Za-z0-9+.-]+)://")
+
+
+def local_path(path: PathLike, *, action: str = "using") -> str:
+    """`path` as a local file-system path, refusing a URL other than a local `file://` one.
+
+    Object storage is not built yet (docs/storage.md): without this check a URL would be
+    taken as a relative path and a save would write a local folder named `s3:`.
+
+    Args:
+        path: What the user passed as a checkpoint prefix or folder.
+        action: What is being done with it, for the message (`saving to`, `reading`).
+
+    Returns:
+        The path, with a `file://` URL turned into the local path it names.
+
+    Raises:
+        UnsupportedLocationError: `path` is a URL (`s3://`, `gs://`, a remote `file://`).
+
+    Example:
+        >>> local_path("file:///tmp/run/ckpt")
+        '/tmp/run/ckpt'
+        >>> local_path("s3://bucket/ckpt")
+        Traceback (most recent call last):
+        ...
+        trackpoint.errors.UnsupportedLocationError: using 's3://bucket/ckpt': object storage ...
+    """
+    p = os.fspath(path)
+    match = _URL.match(p)
+    if match is None:
+        return p
+    scheme = match.group(1).lower()
+    if scheme == "file":
+        parts = urllib.parse.urlsplit(p)
+        if parts.netloc in ("", "localhost"):
+            return urllib.parse.unquote(parts.path)
+    raise UnsupportedLocationError(
+        f"{action} '{p}': object storage ('{scheme}://') is not supported yet, and trackpoint "
+        f"does not take a URL for a local folder named '{scheme}:'; use a local path (a "
+        "mounted bucket's local path works), and copy the checkpoint to the bucket after",
+        url=p,
+        scheme=scheme,
+    )
+
+
+def latest_checkpoint(folder: PathLike, *, filename: str = STATE_FILENAME) -> str | None:
+    """The prefix of the latest checkpoint in `folder`, or None when it has none.
+
+    As `tf.train.latest_checkpoint`, but "no checkpoint" and "cannot read the checkpoints"
+    never look alike: see `trackpoint.format.latest_checkpoint` for the rules. A URL is
+    refused, never answered with None (which would start training afresh).
+
+    Raises:
+        UnsupportedLocationError: `folder` is a URL (`s3://`, `gs://`).
+        CorruptCheckpointError: the state file exists but cannot be read.
+        CheckpointNotFoundError: the state file names a checkpoint that is gone and the
+            folder has no other complete one.
+    """
+    local = local_path(folder, action="looking for checkpoints in")
+    return _latest_in_folder(local, filename=filename)
 
 
 def _natural_key(name: str) -> list[Any]:
@@ -72,10 +139,14 @@ def checkpoints_in(folder: PathLike) -> list[str]:
         names = os.listdir(folder)
     except (FileNotFoundError, NotADirectoryError):
         return []
+    # A staged copy or a temp file of a save is part of a checkpoint, not one of its own.
     prefixes = [
         n[: -len(_INDEX_SUFFIX)]
         for n in names
-        if n.endswith(_INDEX_SUFFIX) and len(n) > len(_INDEX_SUFFIX)
+        if n.endswith(_INDEX_SUFFIX)
+        and len(n) > len(_INDEX_SUFFIX)
+        and STAGING_MARK not in n
+        and TEMP_MARK not in n
     ]
     return [os.path.join(folder, p) for p in sorted(prefixes, key=_natural_key)]
 
@@ -92,20 +163,33 @@ def _holds(folder: str) -> str:
     return f"the folder holds {shown}"
 
 
+def _strip_file_name(path: str) -> str:
+    """The prefix of `path` when it names a checkpoint's `.index` or data file, else `path`.
+
+    A file name whose file is gone counts when its prefix has a staged copy (the file is
+    there again once the interrupted overwrite is finished).
+    """
+    if path.endswith(_INDEX_SUFFIX):
+        prefix = path[: -len(_INDEX_SUFFIX)]
+    elif _DATA_SUFFIX.search(path):
+        prefix = _DATA_SUFFIX.sub("", path)
+    else:
+        return path
+    return prefix if os.path.isfile(path) or find_staged(prefix) else path
+
+
 def resolve_prefix(path: PathLike) -> str:
-    """Turn what a user passed into the prefix of one checkpoint.
+    """Turn what a user passed into the prefix of one checkpoint, repaired to be read.
 
     Raises:
         CheckpointNotFoundError: nothing readable is there; the message lists what is.
         CorruptCheckpointError: the folder's state file cannot be read.
     """
-    p = os.fspath(path)
-    if p.endswith(_INDEX_SUFFIX) and os.path.isfile(p):
-        return p[: -len(_INDEX_SUFFIX)]
-    if _DATA_SUFFIX.search(p) and os.path.isfile(p):
-        return _DATA_SUFFIX.sub("", p)
+    p = local_path(path, action="reading")
     if os.path.isdir(p):
         return _resolve_folder(p)
+    p = _strip_file_name(p)
+    finish_interrupted_overwrite(p)
     if os.path.exists(_index_file_name(p)):
         return p
     folder = os.path.dirname(p) or "."
@@ -141,9 +225,7 @@ def _resolve_folder(folder: str) -> str:
         # Exactly the recorded checkpoint (finishing an interrupted overwrite of it): an
         # explicit read does not fall back to another one, as `latest_checkpoint` does.
         named = state.model_checkpoint_path
-        if find_staged(named):
-            with contextlib.suppress(OSError):
-                roll_forward(named)
+        finish_interrupted_overwrite(named)
         if os.path.exists(_index_file_name(named)):
             return named
         raw = state.raw_model_checkpoint_path

@@ -6,6 +6,7 @@ Knows bytes and files; knows nothing of objects, frameworks or threads.
 from ._commit import StagedSet as StagedSet
 from ._commit import existing_files as existing_files
 from ._commit import find_staged as find_staged
+from ._commit import finish_interrupted_overwrite as finish_interrupted_overwrite
 from ._commit import fsync_dir as fsync_dir
 from ._commit import roll_forward as roll_forward
 from ._crc32c import crc32c as crc32c
@@ -86,6 +87,7 @@ __all__ = [
     "entry_proto",
     "existing_files",
     "find_staged",
+    "finish_interrupted_overwrite",
     "fsync_dir",
     "index_file_name",
     "is_complete",

@@ -42,6 +42,7 @@ __all__ = [
     "StagedSet",
     "existing_files",
     "find_staged",
+    "finish_interrupted_overwrite",
     "fsync_dir",
     "roll_forward",
     "temp_files",
@@ -133,6 +134,29 @@ def _remove_set(folder: str, staged: StagedSet, store: _storage.Storage) -> None
     for name in names:
         with contextlib.suppress(FileNotFoundError):
             store.unlink(os.path.join(folder, name))
+
+
+def finish_interrupted_overwrite(prefix: str) -> bool:
+    """Before `prefix` is read: finish moving a complete staged copy of it into place.
+
+    The one repair a read makes, called by every way of reading a checkpoint (its prefix,
+    its `.index` or data file, its folder, the folder's state file, `BundleReader`): an
+    overwrite of `prefix` interrupted after its staged copy was complete is rolled
+    forward, so that nobody reads the old index with new data. A reader that may not
+    write (a read-only copy) reads what is there.
+
+    Args:
+        prefix: The checkpoint's prefix.
+
+    Returns:
+        True when a staged copy was moved into place now.
+    """
+    if not find_staged(prefix):
+        return False
+    try:
+        return roll_forward(prefix)
+    except OSError:
+        return False
 
 
 def roll_forward(prefix: str, *, durable: bool = True, clean: bool = False) -> bool:

@@ -31,7 +31,7 @@ from trackpoint.errors import (
     UnsupportedCheckpointError,
 )
 
-from ._commit import find_staged, roll_forward
+from ._commit import finish_interrupted_overwrite
 from ._crc32c import crc32c, unmask
 from ._dtypes import DType, decode_strings, dtype_from_enum
 from ._encoding import BUNDLE_VERSION, HEADER_KEY, MAX_IO, MAX_SHARDS, as_bytes_view
@@ -121,19 +121,6 @@ def _size_problem(dtype: DType, shape: tuple[int, ...], size: int) -> str | None
     return None
 
 
-def _finish_interrupted_overwrite(prefix: str) -> None:
-    """Move a complete staged bundle into place before reading (see `_commit`).
-
-    A save over an existing prefix that was interrupted is finished by its next reader,
-    so that nobody reads a half-replaced checkpoint. A reader that may not write (a
-    read-only copy) reads what is there.
-    """
-    if not find_staged(prefix):
-        return
-    with contextlib.suppress(OSError):
-        roll_forward(prefix)
-
-
 def _open_regular(path: str, key: str | None = None) -> tuple[int, int] | None:
     """Open `path` for reading if it is a regular file: (fd, size), or None if it is absent.
 
@@ -189,7 +176,7 @@ class BundleReader:
         self._shard_sizes: dict[int, int] = {}
         self._maps: dict[int, _mmap.mmap | None] = {}
         self._paths: dict[int, str] = {}
-        _finish_interrupted_overwrite(self.prefix)
+        finish_interrupted_overwrite(self.prefix)
         opened = _open_regular(self.index_path)
         if opened is None:
             raise CheckpointNotFoundError(

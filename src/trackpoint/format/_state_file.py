@@ -17,7 +17,6 @@ Knows files and paths, not tensors.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import secrets
@@ -29,6 +28,7 @@ from typing import TYPE_CHECKING
 from google.protobuf import text_format
 
 from trackpoint import storage as _storage
+from trackpoint._stack import user_stacklevel
 from trackpoint.errors import (
     CheckpointNotFoundError,
     CorruptCheckpointError,
@@ -36,7 +36,7 @@ from trackpoint.errors import (
     TrackpointWarning,
 )
 
-from ._commit import find_staged, roll_forward
+from ._commit import finish_interrupted_overwrite
 from ._names import INDEX_SUFFIX, STAGING_MARK, STATE_FILENAME, TEMP_MARK, index_file_name
 from ._reader import BundleReader
 from .protos import checkpoint_state_pb2
@@ -282,7 +282,7 @@ def latest_checkpoint(folder: PathLike, *, filename: str = STATE_FILENAME) -> st
                 f"'{folder}', and the folder has no '{os.path.basename(named)}'; that path is "
                 f"ignored (trackpoint reads only the folder's own checkpoints): {using}",
                 TrackpointWarning,
-                stacklevel=2,
+                stacklevel=user_stacklevel(),
             )
             return found
         if found is None:
@@ -296,7 +296,7 @@ def latest_checkpoint(folder: PathLike, *, filename: str = STATE_FILENAME) -> st
             f"the latest checkpoint recorded in '{folder}' ('{os.path.basename(named)}') is "
             f"missing; using '{os.path.basename(found)}', the newest complete one found",
             TrackpointWarning,
-            stacklevel=2,
+            stacklevel=user_stacklevel(),
         )
         return found
     found = _newest_complete(folder, first=[])
@@ -305,7 +305,7 @@ def latest_checkpoint(folder: PathLike, *, filename: str = STATE_FILENAME) -> st
             f"'{folder}' has no state file ('{filename}') but holds checkpoints; using "
             f"'{os.path.basename(found)}', the newest complete one found",
             TrackpointWarning,
-            stacklevel=2,
+            stacklevel=user_stacklevel(),
         )
     return found
 
@@ -314,9 +314,7 @@ def _has_index(prefix: str) -> bool:
     if os.path.exists(index_file_name(prefix)):
         return True
     # A save over this prefix interrupted before its index was moved into place.
-    if find_staged(prefix):
-        with contextlib.suppress(OSError):
-            roll_forward(prefix)
+    finish_interrupted_overwrite(prefix)
     return os.path.exists(index_file_name(prefix))
 
 

@@ -24,18 +24,16 @@ framework their objects come from.
 from __future__ import annotations
 
 import difflib
-import os
-import sys
 from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
+
+from trackpoint._stack import user_frame, user_stacklevel
 
 from ._keys import SAVE_COUNTER, VARIABLE_VALUE, display_path
 from ._view import GraphView, walk_values
 
 if TYPE_CHECKING:
-    from types import FrameType
-
     from ._matching import BoundIds, Restorer
 
 __all__ = [
@@ -65,30 +63,6 @@ _FRAMEWORKS: dict[str, Framework] = {
     "flax": "jax",
     "optax": "jax",
 }
-_PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
-
-
-def user_stacklevel() -> int:
-    """The `stacklevel` that makes a warning point at the first caller outside trackpoint.
-
-    Called by the function that calls `warnings.warn`: level 1 is that function, and each
-    trackpoint frame above it (`Checkpoint.restore` → `read`, a manager) adds one, so the
-    warning names the user's line however deep inside trackpoint it was raised.
-    """
-    return _first_outside(sys._getframe(1))[0]
-
-
-def user_frame() -> tuple[int, FrameType]:
-    """`user_stacklevel()` and the user's frame it names (to look at the caller's names)."""
-    return _first_outside(sys._getframe(1))
-
-
-def _first_outside(frame: FrameType) -> tuple[int, FrameType]:
-    level = 1
-    while frame.f_back is not None and frame.f_code.co_filename.startswith(_PACKAGE_DIR):
-        frame = frame.f_back
-        level += 1
-    return level, frame
 
 
 def listing(items: list[str], more_in: str = "") -> str:
