@@ -9,6 +9,11 @@ STAMP_TEST := $(VENV)/.stamp-test
 # protoc 31.1 (inside grpcio-tools 1.75.1) emits gencode 6.31.1, the oldest protobuf
 # runtime we support (TensorFlow 2.21 needs the same floor), and newer runtimes accept it.
 GRPCIO_TOOLS := grpcio-tools==1.75.1
+# PyTorch is installed first, on its own: alone, pip takes the CPU wheel of the pin (the
+# machine's find-links has it; its local version `+cpu` sorts above PyPI's), and later
+# installs keep it. Resolved together with the test extra, pip has picked PyPI's CUDA
+# build instead (triton + 3 GB of nvidia wheels), whose triton import segfaulted here.
+TORCH := torch==2.13.0
 
 .PHONY: demo test lint typecheck pytest protos bench clean
 
@@ -17,10 +22,12 @@ $(PY):
 	$(PY) -m pip install --quiet --upgrade pip
 
 $(STAMP_DEV): pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet '$(TORCH)'
 	$(PY) -m pip install --quiet -e '.[torch]'
 	touch $@
 
 $(STAMP_TEST): pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet '$(TORCH)'
 	$(PY) -m pip install --quiet -e '.[test]'
 	touch $@ $(STAMP_DEV)
 
