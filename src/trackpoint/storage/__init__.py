@@ -22,11 +22,22 @@ from typing import TYPE_CHECKING, Any
 from trackpoint.errors import SaveError
 
 from ._lock import LOCK_NAME, WriterLock
+from ._read import NotRegularFileError, ReadHandle
+from ._read import open_read as _open_read
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-__all__ = ["LOCK_NAME", "Storage", "WriterLock", "current", "save_error", "use"]
+__all__ = [
+    "LOCK_NAME",
+    "NotRegularFileError",
+    "ReadHandle",
+    "Storage",
+    "WriterLock",
+    "current",
+    "save_error",
+    "use",
+]
 
 
 class Storage:
@@ -35,6 +46,15 @@ class Storage:
     Subclasses (the fault-injecting storage of the tests) override the methods; every
     method may raise `OSError` with the operating system's errno.
     """
+
+    def open_read(self, path: str) -> ReadHandle:
+        """Open the regular file `path` for reading (docs/storage.md §2).
+
+        Raises:
+            FileNotFoundError: `path` does not exist.
+            NotRegularFileError: it is a folder, FIFO, device or socket.
+        """
+        return _open_read(path)
 
     def create(self, path: str) -> int:
         """Create `path` (which must not exist) for writing; return its descriptor."""
