@@ -30,6 +30,8 @@ class ReadLog(storage.Storage):
 
     def __init__(self) -> None:
         self.opened: list[str] = []
+        self.listed: list[str] = []
+        self.statted: list[str] = []
         self.inside = threading.local()
 
     def open_read(self, path: str) -> storage.ReadHandle:
@@ -40,6 +42,14 @@ class ReadLog(storage.Storage):
             self.inside.on = False
         self.opened.append(os.path.basename(path))
         return handle
+
+    def list(self, folder: str) -> list[str]:
+        self.listed.append(folder)
+        return super().list(folder)
+
+    def stat(self, path: str) -> storage.Stat | None:
+        self.statted.append(os.path.basename(path))
+        return super().stat(path)
 
 
 @pytest.fixture
@@ -122,6 +132,8 @@ def test_latest_checkpoint_scan_reads_only_through_the_storage(
     assert bypasses == []
     assert any(name.endswith(".index") for name in log.opened)
     assert any("-of-" in name for name in log.opened)  # data files checked complete
+    assert str(tmp_path) in log.listed  # the scan lists the folder through the storage
+    assert os.path.basename(path or "") + ".index" in log.statted  # and dates its indexes
 
 
 def test_verify_reads_only_through_the_storage(

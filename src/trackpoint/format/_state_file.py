@@ -307,11 +307,12 @@ def latest_checkpoint(folder: PathLike, *, filename: str = STATE_FILENAME) -> st
 
 
 def _has_index(prefix: str) -> bool:
-    if os.path.exists(index_file_name(prefix)):
+    store = storage.current()
+    if store.exists(index_file_name(prefix)):
         return True
     # A save over this prefix interrupted before its index was moved into place.
     finish_interrupted_overwrite(prefix)
-    return os.path.exists(index_file_name(prefix))
+    return store.exists(index_file_name(prefix))
 
 
 _NUMBERED = re.compile(r"(.*)-(\d+)")
@@ -326,8 +327,9 @@ def _newest_complete(folder: str, *, first: Sequence[str]) -> str | None:
     for prefix in first:
         if is_complete(prefix):
             return prefix
+    store = storage.current()
     try:
-        entries = os.listdir(folder or ".")
+        entries = store.list(folder)
     except OSError:
         return None
     candidates = []
@@ -338,10 +340,12 @@ def _newest_complete(folder: str, *, first: Sequence[str]) -> str | None:
         match = _NUMBERED.fullmatch(os.path.basename(prefix))
         number = int(match.group(2)) if match else -1
         try:
-            mtime = os.stat(index_file_name(prefix)).st_mtime
+            found = store.stat(index_file_name(prefix))
         except OSError:
             continue
-        candidates.append((number, mtime, prefix))
+        if found is None:
+            continue
+        candidates.append((number, found.mtime, prefix))
     for _, _, prefix in sorted(candidates, reverse=True):
         if is_complete(prefix):
             return prefix

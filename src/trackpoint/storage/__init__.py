@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from trackpoint.errors import SaveError
 
 from ._lock import LOCK_NAME, WriterLock
-from ._read import NotRegularFileError, ReadHandle
+from ._read import NotRegularFileError, ReadHandle, Stat, stat_path
 from ._read import open_read as _open_read
 
 if TYPE_CHECKING:
@@ -32,6 +32,7 @@ __all__ = [
     "LOCK_NAME",
     "NotRegularFileError",
     "ReadHandle",
+    "Stat",
     "Storage",
     "WriterLock",
     "current",
@@ -55,6 +56,22 @@ class Storage:
             NotRegularFileError: it is a folder, FIFO, device or socket.
         """
         return _open_read(path)
+
+    def stat(self, path: str) -> Stat | None:
+        """Size, time and generation of `path`, or None if it does not exist."""
+        return stat_path(path)
+
+    def exists(self, path: str) -> bool:
+        """Whether `path` exists (a file or a folder)."""
+        return os.path.exists(path)
+
+    def list(self, folder: str) -> list[str]:
+        """The names in `folder` ("" is the working folder), unsorted and uncached.
+
+        Raises:
+            FileNotFoundError: `folder` does not exist.
+        """
+        return os.listdir(folder or ".")
 
     def create(self, path: str) -> int:
         """Create `path` (which must not exist) for writing; return its descriptor."""

@@ -12,11 +12,44 @@ import contextlib
 import mmap as _mmap
 import os
 import stat
+from dataclasses import dataclass
 
-__all__ = ["NotRegularFileError", "ReadHandle", "open_read"]
+__all__ = ["NotRegularFileError", "ReadHandle", "Stat", "open_read", "stat_path"]
 
 #: The most bytes one preadv may return on Linux.
 MAX_IO = 0x7FFFF000
+
+
+@dataclass(frozen=True, slots=True)
+class Stat:
+    """What `Storage.stat` knows of one path, without opening it.
+
+    Attributes:
+        size: Its size in bytes.
+        mtime: When it was last modified (seconds since the epoch).
+        is_file: Whether it is a regular file (False: a folder, FIFO, device, ...).
+        generation: Changes whenever the file is replaced or rewritten; locally
+            "inode:mtime_ns:size", on object stores the etag.
+    """
+
+    size: int
+    mtime: float
+    is_file: bool
+    generation: str
+
+
+def stat_path(path: str) -> Stat | None:
+    """The local file system's `Stat` of `path` (links followed), or None if it is absent."""
+    try:
+        st = os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    return Stat(
+        st.st_size,
+        st.st_mtime,
+        stat.S_ISREG(st.st_mode),
+        f"{st.st_ino}:{st.st_mtime_ns}:{st.st_size}",
+    )
 
 
 class NotRegularFileError(OSError):
