@@ -1,7 +1,8 @@
 """Every read of a saved checkpoint goes through the storage seam (docs/storage.md §4.2).
 
-`ReadLog` is the storage in use; a watch on `os.open` and `mmap.mmap` records every file
-of the checkpoint folder that is opened or mapped *outside* the storage's own calls. A
+`ReadLog` is the storage in use; a watch on `os.open`, `os.listdir` and `mmap.mmap`
+records every file of the checkpoint folder opened, listed or mapped *outside* the
+storage's own calls. A
 restore, `load_checkpoint` (plain and `mmap=True`), `latest_checkpoint` and `trackpoint
 verify` must leave that list empty.
 """
@@ -45,7 +46,11 @@ class ReadLog(storage.Storage):
 
     def list(self, folder: str) -> list[str]:
         self.listed.append(folder)
-        return super().list(folder)
+        self.inside.on = True
+        try:
+            return super().list(folder)
+        finally:
+            self.inside.on = False
 
     def stat(self, path: str) -> storage.Stat | None:
         self.statted.append(os.path.basename(path))
@@ -67,6 +72,16 @@ def seam(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[ReadLog, list
         return real_open(path, *args, **kwargs)
 
     monkeypatch.setattr(os, "open", watched_open)
+    real_listdir = os.listdir
+
+    def watched_listdir(path: Any = ".") -> list[str]:
+        name = os.fspath(path) if isinstance(path, (str, os.PathLike)) else ""
+        reading = storage.current() is log
+        if reading and name.startswith(folder) and not getattr(log.inside, "on", False):
+            bypasses.append("listdir " + os.path.basename(name))
+        return real_listdir(path)
+
+    monkeypatch.setattr(os, "listdir", watched_listdir)
     real_mmap = mmap.mmap
 
     # The handle maps its own file; a map made by any other code bypasses the seam.
