@@ -161,3 +161,22 @@ def test_verify_reads_only_through_the_storage(
     capsys.readouterr()
     assert bypasses == []
     assert any("-of-" in name for name in log.opened)
+
+
+def test_manager_lists_and_checks_its_folder_only_through_the_storage(
+    tmp_path: Path, seam: tuple[ReadLog, list[str]]
+) -> None:
+    log, bypasses = seam
+    state = {"w": np.arange(4, dtype=np.float32)}
+    with storage.use(log):
+        manager = trackpoint.CheckpointManager(
+            trackpoint.Checkpoint(state=state), tmp_path, max_to_keep=1
+        )
+        manager.save()
+        manager.save()  # sweeps the first one
+        reopened = trackpoint.CheckpointManager(
+            trackpoint.Checkpoint(state=state), tmp_path, max_to_keep=1
+        )
+    assert [n for n in bypasses if n.startswith("listdir")] == []
+    assert str(tmp_path) in log.listed
+    assert [os.path.basename(p) for p in reopened.checkpoints] == ["ckpt-2"]
