@@ -148,7 +148,7 @@ class CheckpointManager:
         for path, stamp in zip(state.all_model_checkpoint_paths, stamps, strict=False):
             stamp = min(stamp, now)
             if path != self._latest and not (
-                os.path.exists(index_file_name(path)) or find_staged(path)
+                storage.current().exists(index_file_name(path)) or find_staged(path)
             ):
                 # Half deleted by a crash during a sweep (the index goes first): no longer a
                 # checkpoint; its data files are removed with the leftovers at the first save.
@@ -299,7 +299,7 @@ class CheckpointManager:
         if self._latest is not None:
             recorded.add(os.path.basename(self._latest))
         try:
-            entries = os.listdir(self._directory)
+            entries = storage.current().list(self._directory)
         except FileNotFoundError:
             return
         present = set(entries)
@@ -429,7 +429,7 @@ class CheckpointManager:
         # The index first: without it the prefix is no checkpoint, whatever remains.
         victims = [
             index_file_name(name),
-            *sorted(n for n in os.listdir(self._directory) if data.fullmatch(n)),
+            *sorted(n for n in storage.current().list(self._directory) if data.fullmatch(n)),
         ]
         for victim in victims:
             path = os.path.join(self._directory, victim)

@@ -13,6 +13,7 @@ import re
 import urllib.parse
 from typing import TYPE_CHECKING, Any
 
+from . import storage
 from .errors import (
     CheckpointNotFoundError,
     CorruptCheckpointError,
@@ -135,10 +136,7 @@ def checkpoints_in(folder: PathLike) -> list[str]:
         ['ckpt-9', 'ckpt-10']
     """
     folder = os.fspath(folder)
-    try:
-        names = os.listdir(folder)
-    except (FileNotFoundError, NotADirectoryError):
-        return []
+    names = _listdir(folder)
     # A staged copy or a temp file of a save is part of a checkpoint, not one of its own.
     prefixes = [
         n[: -len(_INDEX_SUFFIX)]
@@ -175,7 +173,12 @@ def _strip_file_name(path: str) -> str:
         prefix = _DATA_SUFFIX.sub("", path)
     else:
         return path
-    return prefix if os.path.isfile(path) or find_staged(prefix) else path
+    return prefix if _is_file(path) or find_staged(prefix) else path
+
+
+def _is_file(path: str) -> bool:
+    found = storage.current().stat(path)
+    return found is not None and found.is_file
 
 
 def resolve_prefix(path: PathLike) -> str:
@@ -190,7 +193,7 @@ def resolve_prefix(path: PathLike) -> str:
         return _resolve_folder(p)
     p = _strip_file_name(p)
     finish_interrupted_overwrite(p)
-    if os.path.exists(_index_file_name(p)):
+    if storage.current().exists(_index_file_name(p)):
         return p
     folder = os.path.dirname(p) or "."
     name = os.path.basename(p)
@@ -213,7 +216,7 @@ def resolve_prefix(path: PathLike) -> str:
 
 def _listdir(folder: str) -> list[str]:
     try:
-        return os.listdir(folder)
+        return storage.current().list(folder)
     except (FileNotFoundError, NotADirectoryError):
         return []
 
@@ -226,7 +229,7 @@ def _resolve_folder(folder: str) -> str:
         # explicit read does not fall back to another one, as `latest_checkpoint` does.
         named = state.model_checkpoint_path
         finish_interrupted_overwrite(named)
-        if os.path.exists(_index_file_name(named)):
+        if storage.current().exists(_index_file_name(named)):
             return named
         raw = state.raw_model_checkpoint_path
         why = (
@@ -245,7 +248,7 @@ def _resolve_folder(folder: str) -> str:
         os.path.join(folder, "variables", "variables"),
         os.path.join(folder, "variables"),
     ):
-        if os.path.isfile(_index_file_name(saved_model_variables)):
+        if _is_file(_index_file_name(saved_model_variables)):
             return saved_model_variables
     if found:
         raise CheckpointNotFoundError(
@@ -401,7 +404,7 @@ def whole_checkpoint_problem(
     if not bundle.data_files_complete():
         for shard in range(bundle.num_shards):
             path = bundle.data_path(shard)
-            if not os.path.isfile(path):
+            if not _is_file(path):
                 return IncompleteCheckpointError(
                     f"'{os.path.basename(path)}' is missing from "
                     f"'{os.path.dirname(path) or '.'}'; all files that start with '{base}.' "

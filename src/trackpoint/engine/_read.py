@@ -1,17 +1,16 @@
 """Parallel restores straight into the destination buffers, checksums verified on the way.
 
-`read_into_many` takes (key, destination array) requests: each large value is read with
-`preadv` directly into its destination's memory and checksummed piece by piece as it
-arrives; runs of small neighbouring values are fetched with one large read into a
-reusable buffer, then checksummed and copied out. Files and runs are spread over a few
-threads; crc32c and the reads release the GIL.
+`read_into_many` takes (key, destination array) requests: each large value is read
+through the storage seam's handle (`preadv` locally) directly into its destination's
+memory and checksummed piece by piece as it arrives; runs of small neighbouring values
+are fetched with one large read into a reusable buffer, then checksummed and copied
+out. Files and runs are spread over a few threads; crc32c and the reads release the GIL.
 
 Knows byte ranges and arrays, not objects or frameworks.
 """
 
 from __future__ import annotations
 
-import os
 from array import array
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -29,6 +28,7 @@ if TYPE_CHECKING:
     from numpy.typing import NDArray
 
     from trackpoint.format import BundleReader, DataRange
+    from trackpoint.storage import ReadHandle
 
 __all__ = ["read_into_many"]
 
@@ -39,7 +39,6 @@ _MAX_GAP = 64 << 10
 _PIECE_BYTES = 4 << 20
 #: Below this many bytes in total, threads cost more than they save.
 _PARALLEL_BYTES = 8 << 20
-_MAX_IO = 0x7FFFF000
 
 
 @dataclass(slots=True)
@@ -53,27 +52,33 @@ class _Requests:
 
     keys: list[str]
     outs: list[NDArray[Any]]
-    fds: array[int]
+    sources: array[int]  # index into `handles`
     offsets: array[int]
     sizes: array[int]
     crcs: array[int]  # -1: not verified
-    files: dict[int, str]  # fd → data file path (for errors)
+    handles: list[ReadHandle]  # each data file once, open through the storage seam
+    files: list[str]  # their paths (for errors)
+    numbers: dict[int, int]  # id(handle) → its index in `handles`
 
     def add(self, where: DataRange, out: NDArray[Any]) -> int:
         """Add a request: `where`'s bytes into `out`; return its size."""
         self.keys.append(where.key)
         self.outs.append(out)
-        self.fds.append(where.fd)
+        source = self.numbers.get(id(where.handle))
+        if source is None:
+            source = self.numbers[id(where.handle)] = len(self.handles)
+            self.handles.append(where.handle)
+            self.files.append(where.file)
+        self.sources.append(source)
         self.offsets.append(where.offset)
         self.sizes.append(where.size)
         self.crcs.append(-1 if where.crc is None else where.crc)
-        self.files[where.fd] = where.file
         return where.size
 
     def check(self, row: int, computed: int) -> None:
         expected = self.crcs[row]
         if expected >= 0 and computed != expected:
-            raise checksum_error(self.keys[row], self.files[self.fds[row]], expected, computed)
+            raise checksum_error(self.keys[row], self.files[self.sources[row]], expected, computed)
 
 
 def _bytes(out: NDArray[Any]) -> memoryview:
@@ -114,7 +119,7 @@ def read_into_many(
         >>> out
         array([0., 1., 2.])
     """
-    table = _Requests([], [], array("i"), array("q"), array("q"), array("q"), {})
+    table = _Requests([], [], array("i"), array("q"), array("q"), array("q"), [], [], {})
     fallback: list[tuple[str, NDArray[Any]]] = []
     total = 0
     for key, out in requests:
@@ -132,11 +137,11 @@ def read_into_many(
             total += table.add(part, place)
     for key, out in fallback:  # big-endian, mapped, or slices it must reassemble
         reader.read_into(key, out)
-    fds = np.frombuffer(table.fds, np.int32) if table.keys else np.empty(0, np.int32)
+    sources = np.frombuffer(table.sources, np.int32) if table.keys else np.empty(0, np.int32)
     offsets = np.frombuffer(table.offsets, np.int64) if table.keys else np.empty(0, np.int64)
-    order = np.lexsort((offsets, fds))  # by file, then by offset within it
+    order = np.lexsort((offsets, sources))  # by file, then by offset within it
     jobs: list[Callable[[], None]] = []
-    bounds = np.flatnonzero(np.diff(fds[order])) + 1
+    bounds = np.flatnonzero(np.diff(sources[order])) + 1
     for rows in np.split(order, bounds) if len(order) else []:
         jobs.extend(_jobs_for_file(table, rows))
     if threads is None:
@@ -177,12 +182,12 @@ def _direct(table: _Requests, row: int) -> Callable[[], None]:
 
     def run() -> None:
         out = _bytes(table.outs[row])
-        fd, offset, size = table.fds[row], table.offsets[row], table.sizes[row]
+        source, offset, size = table.sources[row], table.offsets[row], table.sizes[row]
         verify = table.crcs[row] >= 0
         crc = 0
         for start in range(0, size, _PIECE_BYTES):
             piece = out[start : start + _PIECE_BYTES]
-            _pread_all(fd, piece, offset + start, table, [row])
+            _pread_all(source, piece, offset + start, table, [row])
             if verify:
                 crc = crc32c(piece, crc)
         if verify:
@@ -197,7 +202,7 @@ def _batched(table: _Requests, rows: NDArray[np.intp], start: int, end: int) -> 
     def run() -> None:
         with borrow_buffer(end - start) as buffer:
             listed = rows.tolist()
-            _pread_all(table.fds[listed[0]], buffer, start, table, listed)
+            _pread_all(table.sources[listed[0]], buffer, start, table, listed)
             for row in listed:
                 at = table.offsets[row] - start
                 data = buffer[at : at + table.sizes[row]]
@@ -209,14 +214,11 @@ def _batched(table: _Requests, rows: NDArray[np.intp], start: int, end: int) -> 
 
 
 def _pread_all(
-    fd: int, view: memoryview, offset: int, table: _Requests, rows: Sequence[int]
+    source: int, view: memoryview, offset: int, table: _Requests, rows: Sequence[int]
 ) -> None:
-    done = 0
-    while done < len(view):
-        n = os.preadv(fd, [view[done : done + _MAX_IO]], offset + done)
-        if n == 0:
-            # Name the tensor whose bytes are missing (the file shrank after it was opened).
-            missing = offset + done
-            row = next((r for r in rows if table.offsets[r] + table.sizes[r] > missing), rows[0])
-            raise truncated_error(table.keys[row], table.files[table.fds[row]])
-        done += n
+    done = table.handles[source].read_into(view, offset)
+    if done < len(view):
+        # Name the tensor whose bytes are missing (the file shrank after it was opened).
+        missing = offset + done
+        row = next((r for r in rows if table.offsets[r] + table.sizes[r] > missing), rows[0])
+        raise truncated_error(table.keys[row], table.files[table.sources[row]])

@@ -73,7 +73,7 @@ def fsync_dir(folder: str) -> None:
 
 def _listdir(folder: str) -> list[str]:
     try:
-        return os.listdir(folder or ".")
+        return _storage.current().list(folder)
     except FileNotFoundError:
         return []
 
@@ -220,7 +220,7 @@ def _move(store: _storage.Storage, source: str, target: str) -> None:
     except FileNotFoundError:
         # Another reader or writer finished this step (now or in an interrupted attempt);
         # a source still present means the rename itself failed.
-        if os.path.exists(source) or not os.path.exists(target):
+        if store.exists(source) or not store.exists(target):
             raise
 
 
@@ -236,6 +236,7 @@ def _whole(staged: StagedSet) -> bool:
 
 def _index_mtime(staged: StagedSet) -> float:
     try:
-        return os.stat(index_file_name(staged.prefix)).st_mtime
+        found = _storage.current().stat(index_file_name(staged.prefix))
     except OSError:
         return 0.0
+    return 0.0 if found is None else found.mtime

@@ -9,18 +9,16 @@ Knows bytes and files, not objects or frameworks.
 
 from __future__ import annotations
 
-import contextlib
 import difflib
 import math
-import mmap as _mmap
 import os
-import stat
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from google.protobuf.message import DecodeError
 
+from trackpoint import storage
 from trackpoint.errors import (
     CheckpointNotFoundError,
     CorruptCheckpointError,
@@ -34,7 +32,7 @@ from trackpoint.errors import (
 from ._commit import finish_interrupted_overwrite
 from ._crc32c import crc32c, unmask
 from ._dtypes import DType, decode_strings, dtype_from_enum
-from ._encoding import BUNDLE_VERSION, HEADER_KEY, MAX_IO, MAX_SHARDS, as_bytes_view
+from ._encoding import BUNDLE_VERSION, HEADER_KEY, MAX_SHARDS, as_bytes_view
 from ._index import Entry as _Entry
 from ._index import EntryIndex
 from ._names import data_file_name, index_file_name
@@ -90,7 +88,7 @@ class DataRange:
     Attributes:
         key: The tensor's name.
         file: The data file's path.
-        fd: An open descriptor of that file, owned by the `BundleReader`.
+        handle: That file, open through the storage seam, owned by the `BundleReader`.
         offset: The first byte of the tensor in the file.
         size: How many bytes it has.
         crc: Its unmasked crc32c, or None when the reader does not verify checksums.
@@ -98,7 +96,7 @@ class DataRange:
 
     key: str
     file: str
-    fd: int
+    handle: storage.ReadHandle
     offset: int
     size: int
     crc: int | None
@@ -121,30 +119,24 @@ def _size_problem(dtype: DType, shape: tuple[int, ...], size: int) -> str | None
     return None
 
 
-def _open_regular(path: str, key: str | None = None) -> tuple[int, int] | None:
-    """Open `path` for reading if it is a regular file: (fd, size), or None if it is absent.
+def _open_regular(path: str, key: str | None = None) -> storage.ReadHandle | None:
+    """Open `path` through the storage seam if it is a regular file; None if it is absent.
 
-    Opened non-blocking and checked with fstat, so a FIFO put in a file's place can neither
-    block the open nor be read. `key` names the tensor being read, for the error.
+    The storage refuses a FIFO, folder or device (it opens non-blocking and checks with
+    fstat, so a FIFO put in a file's place can neither block the open nor be read). `key`
+    names the tensor being read, for the error.
     """
-    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
     try:
-        fd = os.open(path, flags)
+        return storage.current().open_read(path)
     except FileNotFoundError:
         return None
-    except IsADirectoryError:
-        fd = -1
-    st = os.fstat(fd) if fd >= 0 else None
-    if st is None or not stat.S_ISREG(st.st_mode):
-        if fd >= 0:
-            os.close(fd)
+    except storage.NotRegularFileError:
         reading = f" (reading tensor '{key}')" if key is not None else ""
         raise CorruptCheckpointError(
             f"'{path}' is not a regular file; a checkpoint file must be one{reading}",
             file=path,
             key=key,
-        )
-    return fd, st.st_size
+        ) from None
 
 
 class BundleReader:
@@ -172,9 +164,7 @@ class BundleReader:
         self.index_path = index_file_name(self.prefix)
         self.verify_checksums = verify_checksums
         self._use_mmap = mmap
-        self._fds: dict[int, int] = {}
-        self._shard_sizes: dict[int, int] = {}
-        self._maps: dict[int, _mmap.mmap | None] = {}
+        self._handles: dict[int, storage.ReadHandle] = {}
         self._paths: dict[int, str] = {}
         finish_interrupted_overwrite(self.prefix)
         opened = _open_regular(self.index_path)
@@ -184,10 +174,12 @@ class BundleReader:
                 f"'{os.path.basename(self.index_path)}' is missing",
                 file=self.index_path,
             )
-        with open(opened[0], "rb") as f:  # closes the fd
+        try:
             # Only the iteration holds the file's bytes: they go as soon as it has ended,
             # before the index is compacted (the peak of opening).
-            items = iter_table(f.read())
+            items = iter_table(opened.read(0, opened.size))
+        finally:
+            opened.close()
         self.big_endian = False
         self.num_shards = 0
         self._entries: EntryIndex  # made by _parse once the header is read
@@ -409,10 +401,10 @@ class BundleReader:
             path = self._paths[shard] = data_file_name(self.prefix, shard, self.num_shards)
         return path
 
-    def _fd(self, shard: int, key: str | None = None) -> tuple[int, int]:
-        """The open data shard and its size; `key` is the tensor wanted (for errors)."""
-        fd = self._fds.get(shard)
-        if fd is None:
+    def _handle(self, shard: int, key: str | None = None) -> storage.ReadHandle:
+        """The open data shard; `key` is the tensor wanted (for errors)."""
+        handle = self._handles.get(shard)
+        if handle is None:
             path = self.data_path(shard)
             opened = _open_regular(path, key)
             if opened is None:
@@ -426,10 +418,8 @@ class BundleReader:
                     file=path,
                     key=key,
                 )
-            fd, size = opened
-            self._fds[shard] = fd
-            self._shard_sizes[shard] = size
-        return fd, self._shard_sizes[shard]
+            handle = self._handles[shard] = opened
+        return handle
 
     def data_files_complete(self) -> bool:
         """Whether every data file exists and holds every byte the index names (no data read).
@@ -441,19 +431,20 @@ class BundleReader:
         if ends is None:
             return False
         try:
-            return all(self._fd(shard)[1] >= end for shard, end in ends.items())
+            return all(self._handle(shard).size >= end for shard, end in ends.items())
         except TrackpointError:
             return False
 
-    def _check_range(self, entry: _Entry) -> int:
-        """Open the entry's shard and check its bytes lie inside it; return the fd."""
+    def _check_range(self, entry: _Entry) -> storage.ReadHandle:
+        """Open the entry's shard and check its bytes lie inside it; return its handle."""
         if entry.problem is not None:
             raise CorruptCheckpointError(
                 f"tensor '{entry.key}' in '{self.index_path}' cannot be read: {entry.problem}",
                 file=self.index_path,
                 key=entry.key,
             )
-        fd, size = self._fd(entry.shard, entry.key)
+        handle = self._handle(entry.shard, entry.key)
+        size = handle.size
         if entry.offset + entry.size > size:
             path = self.data_path(entry.shard)
             raise CorruptCheckpointError(
@@ -463,15 +454,13 @@ class BundleReader:
                 file=path,
                 key=entry.key,
             )
-        return fd
+        return handle
 
-    def _pread_into(self, fd: int, view: memoryview, offset: int, entry: _Entry) -> None:
-        done = 0
-        while done < len(view):
-            n = os.preadv(fd, [view[done : done + MAX_IO]], offset + done)
-            if n == 0:
-                raise truncated_error(entry.key, self.data_path(entry.shard))
-            done += n
+    def _pread_into(
+        self, handle: storage.ReadHandle, view: memoryview, offset: int, entry: _Entry
+    ) -> None:
+        if handle.read_into(view, offset) < len(view):
+            raise truncated_error(entry.key, self.data_path(entry.shard))
 
     def _checksum_error(self, entry: _Entry, computed: int) -> CorruptCheckpointError:
         return checksum_error(entry.key, self.data_path(entry.shard), entry.crc, computed)
@@ -572,20 +561,20 @@ class BundleReader:
         entry = self._destination_entry(key, out)
         if entry.slices or self.big_endian or self._use_mmap:
             return None
-        fd = self._check_range(entry)
+        handle = self._check_range(entry)
         return DataRange(
             entry.key,
             self.data_path(entry.shard),
-            fd,
+            handle,
             entry.offset,
             entry.size,
             entry.crc if self.verify_checksums else None,
         )
 
     def _read_numeric_into(self, entry: _Entry, out: NDArray[Any]) -> None:
-        fd = self._check_range(entry)
+        handle = self._check_range(entry)
         view = as_bytes_view(out)
-        self._pread_into(fd, view, entry.offset, entry)
+        self._pread_into(handle, view, entry.offset, entry)
         if self.verify_checksums:
             computed = crc32c(view)
             if computed != entry.crc:
@@ -594,15 +583,13 @@ class BundleReader:
             out.byteswap(inplace=True)
 
     def _map_view(self, entry: _Entry) -> NDArray[Any]:
-        self._check_range(entry)
+        handle = self._check_range(entry)
         assert entry.dtype.numpy is not None  # noqa: S101 - checked by _require_decodable
         if entry.size == 0:
             return np.empty(entry.shape, entry.dtype.numpy)
-        mapped = self._maps.get(entry.shard)
-        if mapped is None:
-            mapped = _mmap.mmap(self._fds[entry.shard], 0, access=_mmap.ACCESS_READ)
-            self._maps[entry.shard] = mapped
-        view = memoryview(mapped)[entry.offset : entry.offset + entry.size]
+        mapped = handle.map()
+        assert mapped is not None  # noqa: S101 - the range check proved the file not empty
+        view = mapped[entry.offset : entry.offset + entry.size]
         if self.verify_checksums:
             computed = crc32c(view)
             if computed != entry.crc:
@@ -611,9 +598,9 @@ class BundleReader:
         return np.frombuffer(view, dtype=dtype).reshape(entry.shape)
 
     def _read_strings(self, entry: _Entry) -> NDArray[Any]:
-        fd = self._check_range(entry)
+        handle = self._check_range(entry)
         buf = bytearray(entry.size)  # bounded: the range check proved the file holds it
-        self._pread_into(fd, memoryview(buf), entry.offset, entry)
+        self._pread_into(handle, memoryview(buf), entry.offset, entry)
         elements, computed = decode_strings(
             buf,
             entry.numel,
@@ -755,15 +742,9 @@ class BundleReader:
 
     def close(self) -> None:
         """Close the data files (views from `mmap=True` stay valid until collected)."""
-        for mapped in self._maps.values():
-            # Views still alive keep their mapping open; it closes when they go.
-            if mapped is not None:
-                with contextlib.suppress(BufferError):
-                    mapped.close()
-        self._maps.clear()
-        for fd in self._fds.values():
-            os.close(fd)
-        self._fds.clear()
+        for handle in self._handles.values():
+            handle.close()  # views still alive keep their mapping open until they go
+        self._handles.clear()
 
     def __enter__(self) -> BundleReader:
         return self
@@ -774,8 +755,8 @@ class BundleReader:
     def __del__(self) -> None:
         # Best effort: file descriptors of a reader that was never closed.
         try:
-            for fd in getattr(self, "_fds", {}).values():
-                os.close(fd)
+            for handle in getattr(self, "_handles", {}).values():
+                handle.close()
         except OSError:
             pass
 

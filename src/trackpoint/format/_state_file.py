@@ -20,13 +20,13 @@ from __future__ import annotations
 import os
 import re
 import secrets
-import stat
 import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from google.protobuf import text_format
 
+from trackpoint import storage
 from trackpoint import storage as _storage
 from trackpoint._stack import user_stacklevel
 from trackpoint.errors import (
@@ -115,31 +115,27 @@ def read_checkpoint_state(
         "fix or delete it; `trackpoint inspect` on the folder lists the checkpoints it holds, "
         "and any of them can be passed as a prefix"
     )
-    # Non-blocking, then fstat: a FIFO swapped in after a stat could otherwise block the open.
-    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
     try:
-        fd = os.open(path, flags)
+        # The storage opens non-blocking, then fstats: a FIFO swapped in after a stat
+        # could otherwise block the open; a folder or device is no state file either.
+        handle = storage.current().open_read(path)
     except FileNotFoundError:
         return None
-    except IsADirectoryError:
-        fd = -1
-    st = os.fstat(fd) if fd >= 0 else None
-    if st is None or not stat.S_ISREG(st.st_mode) or st.st_size > _MAX_STATE_BYTES:
-        if fd >= 0:
-            os.close(fd)
-        if st is not None and stat.S_ISREG(st.st_mode):
-            # Refused by its size before a byte is read, so a huge file costs no memory.
-            raise CorruptCheckpointError(
-                f"state file '{path}' is too large to be one ({st.st_size} bytes); {hint}",
-                file=path,
-            )
-        # A FIFO would block a read forever; a folder or device is no state file either.
+    except storage.NotRegularFileError:
         raise CorruptCheckpointError(
             f"'{path}' is not a regular file, so it cannot be a checkpoint state file; remove it",
             file=path,
-        )
-    with open(fd, "rb") as f:  # closes the fd
-        raw = f.read(_MAX_STATE_BYTES + 1)
+        ) from None
+    try:
+        if handle.size > _MAX_STATE_BYTES:
+            # Refused by its size before a byte is read, so a huge file costs no memory.
+            raise CorruptCheckpointError(
+                f"state file '{path}' is too large to be one ({handle.size} bytes); {hint}",
+                file=path,
+            )
+        raw = handle.read(0, _MAX_STATE_BYTES + 1)
+    finally:
+        handle.close()
     if len(raw) > _MAX_STATE_BYTES:  # it grew after the fstat
         raise CorruptCheckpointError(
             f"state file '{path}' is too large to be one; {hint}", file=path
@@ -311,11 +307,12 @@ def latest_checkpoint(folder: PathLike, *, filename: str = STATE_FILENAME) -> st
 
 
 def _has_index(prefix: str) -> bool:
-    if os.path.exists(index_file_name(prefix)):
+    store = storage.current()
+    if store.exists(index_file_name(prefix)):
         return True
     # A save over this prefix interrupted before its index was moved into place.
     finish_interrupted_overwrite(prefix)
-    return os.path.exists(index_file_name(prefix))
+    return store.exists(index_file_name(prefix))
 
 
 _NUMBERED = re.compile(r"(.*)-(\d+)")
@@ -330,8 +327,9 @@ def _newest_complete(folder: str, *, first: Sequence[str]) -> str | None:
     for prefix in first:
         if is_complete(prefix):
             return prefix
+    store = storage.current()
     try:
-        entries = os.listdir(folder or ".")
+        entries = store.list(folder)
     except OSError:
         return None
     candidates = []
@@ -342,10 +340,12 @@ def _newest_complete(folder: str, *, first: Sequence[str]) -> str | None:
         match = _NUMBERED.fullmatch(os.path.basename(prefix))
         number = int(match.group(2)) if match else -1
         try:
-            mtime = os.stat(index_file_name(prefix)).st_mtime
+            found = store.stat(index_file_name(prefix))
         except OSError:
             continue
-        candidates.append((number, mtime, prefix))
+        if found is None:
+            continue
+        candidates.append((number, found.mtime, prefix))
     for _, _, prefix in sorted(candidates, reverse=True):
         if is_complete(prefix):
             return prefix

@@ -22,11 +22,23 @@ from typing import TYPE_CHECKING, Any
 from trackpoint.errors import SaveError
 
 from ._lock import LOCK_NAME, WriterLock
+from ._read import NotRegularFileError, ReadHandle, Stat, stat_path
+from ._read import open_read as _open_read
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-__all__ = ["LOCK_NAME", "Storage", "WriterLock", "current", "save_error", "use"]
+__all__ = [
+    "LOCK_NAME",
+    "NotRegularFileError",
+    "ReadHandle",
+    "Stat",
+    "Storage",
+    "WriterLock",
+    "current",
+    "save_error",
+    "use",
+]
 
 
 class Storage:
@@ -35,6 +47,31 @@ class Storage:
     Subclasses (the fault-injecting storage of the tests) override the methods; every
     method may raise `OSError` with the operating system's errno.
     """
+
+    def open_read(self, path: str) -> ReadHandle:
+        """Open the regular file `path` for reading (docs/storage.md §2).
+
+        Raises:
+            FileNotFoundError: `path` does not exist.
+            NotRegularFileError: it is a folder, FIFO, device or socket.
+        """
+        return _open_read(path)
+
+    def stat(self, path: str) -> Stat | None:
+        """Size, time and generation of `path`, or None if it does not exist."""
+        return stat_path(path)
+
+    def exists(self, path: str) -> bool:
+        """Whether `path` exists (a file or a folder)."""
+        return os.path.exists(path)
+
+    def list(self, folder: str) -> list[str]:
+        """The names in `folder` ("" is the working folder), unsorted and uncached.
+
+        Raises:
+            FileNotFoundError: `folder` does not exist.
+        """
+        return os.listdir(folder or ".")
 
     def create(self, path: str) -> int:
         """Create `path` (which must not exist) for writing; return its descriptor."""
