@@ -392,7 +392,12 @@ class Checkpoint(Module):
         return self._read(save_path, expect_partial=expect_partial, call="read")
 
     def _read(
-        self, save_path: PathLike | None, *, expect_partial: bool, call: _Call
+        self,
+        save_path: PathLike | None,
+        *,
+        expect_partial: bool,
+        call: _Call,
+        watch_trees: bool = True,
     ) -> LoadStatus | NameBasedLoadStatus | Any:
         if save_path is None:
             return InitializationOnlyStatus()
@@ -405,7 +410,7 @@ class Checkpoint(Module):
             reader.close()
             raise broken_checkpoint_error(problem, prefix)
         root = self._graph_root()
-        held = _HeldTrees(self)
+        held = _HeldTrees(self) if watch_trees else None
         assigning = False
         try:
             if OBJECT_GRAPH_KEY not in reader:
@@ -424,7 +429,8 @@ class Checkpoint(Module):
                 raise
             reader.close()
             raise broken_checkpoint_error(err, prefix, partway=assigning) from err
-        held.warn_if_stale()
+        if held is not None:
+            held.warn_if_stale()
         status = LoadStatus(restorer, root, prefix, call)
         if expect_partial:
             status.expect_partial()
@@ -472,7 +478,14 @@ class Checkpoint(Module):
         Warns:
             PartialRestoreWarning: As `read`, at this call.
         """
-        status = self._read(save_path, expect_partial=expect_partial, call="restore")
+        return self._restore(save_path, expect_partial=expect_partial)
+
+    def _restore(
+        self, save_path: PathLike | None, *, expect_partial: bool, watch_trees: bool = True
+    ) -> LoadStatus | NameBasedLoadStatus | Any:
+        status = self._read(
+            save_path, expect_partial=expect_partial, call="restore", watch_trees=watch_trees
+        )
         if save_path is not None:
             _ = self.save_counter  # created now: receives its deferred value, as in TF
         return status
@@ -520,12 +533,9 @@ class Checkpoint(Module):
                     f"{', '.join(sorted(self.trackable_children()))})"
                 )
         if save_path is not None:
-            self._tp_quiet_trees = True  # the caller rebinds its names to the result
-            try:
-                # Checked below, raising: a warning first would say it twice.
-                status = self.restore(save_path, expect_partial=True)
-            finally:
-                self._tp_quiet_trees = False
+            # Checked below, raising: a warning first would say it twice. No stale-tree
+            # warning either: the caller rebinds its names to the result.
+            status = self._restore(save_path, expect_partial=True, watch_trees=False)
             try:
                 if partial:
                     status.assert_existing_objects_matched()
@@ -550,8 +560,6 @@ class _HeldTrees:
         self._checkpoint = checkpoint
         # (how the message names the place, how to read it now, what it held before)
         self._places: list[tuple[str, Callable[[], object], object]] = []
-        if getattr(checkpoint, "_tp_quiet_trees", False):
-            return
         for name, child in checkpoint.trackable_children().items():
             if name != SAVE_COUNTER:
                 self._watch(f".{name}", functools.partial(getattr, checkpoint, name), child)

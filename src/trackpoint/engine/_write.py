@@ -33,7 +33,6 @@ import numpy as np
 from trackpoint import storage
 from trackpoint.errors import InsufficientSpaceError, InvalidValueError
 from trackpoint.format import (
-    TEMP_MARK,
     check_key,
     crc32c,
     data_file_name,
@@ -45,6 +44,7 @@ from trackpoint.format import (
     prepared_size,
     roll_forward,
     staging_prefix,
+    temp_file_name,
     write_sorted_index,
 )
 
@@ -251,7 +251,7 @@ class _Bundle:
         """
         store = self.store
         finals = [data_file_name(prefix, s, self.num_shards) for s in range(self.num_shards)]
-        temps = [f"{final}{TEMP_MARK}{self.token}" for final in finals]
+        temps = [temp_file_name(final, self.token) for final in finals]
         created: list[str] = []  # every path this call made, to remove on failure
         fds: dict[int, int] = {}
         # Each value's crc32c, as its writer thread computed it (4 bytes per value).

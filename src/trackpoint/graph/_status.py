@@ -76,7 +76,6 @@ class LoadStatus(_StatusBase):
         self._root = root
         self.prefix = prefix
         self._call: Call = call
-        self._expect_partial = False
 
     # -- facts ----------------------------------------------------------------------------
 
@@ -184,13 +183,12 @@ class LoadStatus(_StatusBase):
         return self
 
     def expect_partial(self) -> LoadStatus:
-        """Mark the restore as intentionally partial; returns the status (as TF's).
+        """Accepted, as TF has it; returns the status.
 
         What the restore could tell was missing was warned about at the call already:
         silence that with `restore(path, expect_partial=True)` (or `read`,
         `load_weights`). Kept so that TF code runs unchanged.
         """
-        self._expect_partial = True
         return self
 
     # -- the warning at the call -----------------------------------------------------------
@@ -241,7 +239,6 @@ class NameBasedLoadStatus(_StatusBase):
         self._unmatched_live = unmatched_live
         used = set(matched.values())
         self._unused = [k for k in keys if k not in used]
-        self._expect_partial = False
 
     @property
     def unused_checkpoint_values(self) -> tuple[str, ...]:
@@ -288,7 +285,6 @@ class NameBasedLoadStatus(_StatusBase):
 
     def expect_partial(self) -> NameBasedLoadStatus:
         """Accepted for TF compatibility; returns the status."""
-        self._expect_partial = True
         return self
 
 
